@@ -1,0 +1,121 @@
+"""`python -m device_agent serve|bench|info`: the agent's own command line (no click, few deps)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from device_agent import __version__
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from device_agent.server.app import InsecureBindError, ServeConfig, serve
+
+    if args.power_command:
+        import os
+
+        os.environ["EDGELOOP_POWER_COMMAND"] = args.power_command
+    config = ServeConfig(
+        host=args.host, port=args.port, cache_dir=Path(args.cache_dir), max_model_mb=args.max_model_mb,
+        quota_mb=args.quota_mb, tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca,
+        device_id=args.device_id,
+    )
+    try:
+        return serve(config)
+    except (InsecureBindError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """One-shot benchmark of a model file, for the SSH transport: prints the BenchmarkResult."""
+    from google.protobuf import json_format
+
+    from device_agent.measure.runner import benchmark_in_child
+    from device_agent.protocol import edgeloop_pb2 as pb
+    from device_agent.protocol.formats import detect_format
+
+    path = Path(args.model)
+    if not path.is_file():
+        print(f"error: {path}: no such model file", file=sys.stderr)
+        return 2
+    with path.open("rb") as f:
+        fmt = detect_format(f.read(16))
+    options = pb.BenchmarkOptions(
+        runtime=args.runtime, threads=args.threads, warmup_runs=args.warmup, min_runs=args.runs,
+        min_seconds=args.min_seconds, timeout_seconds=args.timeout, power_sensor=args.power_sensor,
+        find_tflm_arena=args.find_arena,
+    )
+
+    def progress(p: pb.Progress) -> None:
+        if not args.json:
+            print(f"{p.phase} {p.done}/{p.total}", file=sys.stderr)
+
+    result = benchmark_in_child(str(path), fmt, options, on_progress=progress)
+    import hashlib
+
+    result.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    if args.json:
+        print(json_format.MessageToJson(result, indent=None))
+    else:
+        print(result)
+    return 0 if result.error_kind == pb.ERROR_KIND_NONE else 1
+
+
+def _info(args: argparse.Namespace) -> int:
+    from device_agent.runtimes.registry import runtime_statuses
+    from device_agent.sensors.registry import sensor_infos
+
+    print(json.dumps({
+        "agent_version": __version__,
+        "runtimes": [s.__dict__ | {"accelerators": list(s.accelerators)} for s in runtime_statuses()],
+        "sensors": [s.__dict__ for s in sensor_infos()],
+    }, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m device_agent", description="edgeloop device agent")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve the gRPC protocol")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=50051, help="port (0: any free port)")
+    s.add_argument("--cache-dir", default="~/.cache/edgeloop-agent", help="model cache folder")
+    s.add_argument("--max-model-mb", type=int, default=512, help="largest model accepted (MB)")
+    s.add_argument("--quota-mb", type=int, default=4096, help="cache quota (MB)")
+    s.add_argument("--tls-cert", type=Path, help="server certificate (PEM); required beyond loopback")
+    s.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    s.add_argument("--client-ca", type=Path, help="CA that client certificates must chain to (mTLS)")
+    s.add_argument("--device-id", default="", help="device id to report (default: hostname + machine id)")
+    s.add_argument("--power-command", default="", help="command printing watts, for the 'command' sensor")
+    s.set_defaults(func=_serve)
+
+    b = sub.add_parser("bench", help="benchmark one model file once and print the result")
+    b.add_argument("model")
+    b.add_argument("--runtime", default="")
+    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--warmup", type=int, default=0)
+    b.add_argument("--runs", type=int, default=0)
+    b.add_argument("--min-seconds", type=float, default=0.0)
+    b.add_argument("--timeout", type=float, default=0.0)
+    b.add_argument("--power-sensor", default="")
+    b.add_argument("--find-arena", action="store_true")
+    b.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    b.set_defaults(func=_bench)
+
+    i = sub.add_parser("info", help="print runtimes and sensors available here")
+    i.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

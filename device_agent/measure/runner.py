@@ -1,0 +1,118 @@
+"""Parent side of a benchmark: spawns the child, relays progress, enforces the timeout.
+
+The agent survives anything the child does: a crash (signal, abort, out of memory) or a
+hang becomes a result with ERROR_KIND_CRASHED or ERROR_KIND_TIMEOUT and what was seen.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from typing import Callable, Optional
+
+from google.protobuf import json_format
+
+from device_agent.measure.options import validate, with_defaults
+from device_agent.protocol import edgeloop_pb2 as pb
+
+K = pb.ErrorKind
+OnProgress = Callable[[pb.Progress], None]
+STDERR_TAIL_LINES = 20
+
+
+def _failure(kind: int, message: str) -> pb.BenchmarkResult:
+    return pb.BenchmarkResult(error_kind=kind, error_message=message)
+
+
+def benchmark_in_child(
+    model_path: str,
+    model_format: str,
+    options: pb.BenchmarkOptions,
+    on_progress: Optional[OnProgress] = None,
+    cancelled: Optional[Callable[[], bool]] = None,
+) -> pb.BenchmarkResult:
+    """Runs one benchmark in a fresh child process and returns its result (never raises).
+
+    Args:
+        model_path: the model file on this device.
+        model_format: "tflite", "onnx" or "pt2".
+        options: as sent by the host; defaults are filled in here.
+        on_progress: called with each progress event.
+        cancelled: polled; when it returns True the child is killed (the caller went away).
+    """
+    options = with_defaults(options)
+    problem = validate(options)
+    if problem:
+        return _failure(K.ERROR_KIND_BAD_REQUEST, problem)
+    began = time.monotonic()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "device_agent.measure.worker", model_path, model_format],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, so a kill takes its children too
+    )
+    stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+    drain = threading.Thread(target=lambda: stderr_tail.extend(child.stderr), daemon=True)
+    drain.start()
+    child.stdin.write(json_format.MessageToJson(options, indent=None))
+    child.stdin.close()
+
+    deadline = began + options.timeout_seconds
+    killed_for: Optional[str] = None
+
+    def watchdog() -> None:
+        nonlocal killed_for
+        while child.poll() is None:
+            if time.monotonic() > deadline:
+                killed_for = "timeout"
+            elif cancelled is not None and cancelled():
+                killed_for = "cancelled"
+            if killed_for:
+                _kill_group(child)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    result: Optional[pb.BenchmarkResult] = None
+    for line in child.stdout:
+        try:
+            event = json_format.Parse(line, pb.BenchmarkEvent())
+        except json_format.ParseError:
+            continue
+        if event.HasField("progress") and on_progress is not None:
+            on_progress(event.progress)
+        elif event.HasField("result"):
+            result = event.result
+    code = child.wait()
+    drain.join(timeout=5)
+    wall = time.monotonic() - began
+
+    if killed_for == "timeout":
+        result = _failure(
+            K.ERROR_KIND_TIMEOUT,
+            f"benchmark exceeded its {options.timeout_seconds:g} s timeout and was killed",
+        )
+    elif killed_for == "cancelled":
+        result = _failure(K.ERROR_KIND_BAD_REQUEST, "benchmark cancelled by the caller")
+    elif result is None:
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        tail = " | ".join(line.strip() for line in stderr_tail if line.strip())[-800:]
+        result = _failure(K.ERROR_KIND_CRASHED, f"benchmark process died ({how}): {tail}")
+    result.wall_s = wall
+    if not result.HasField("options"):
+        result.options.CopyFrom(options)
+    return result
+
+
+def _kill_group(child: subprocess.Popen) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        child.kill()

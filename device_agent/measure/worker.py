@@ -1,0 +1,69 @@
+"""Child-process entry for one benchmark: `python -m device_agent.measure.worker MODEL FORMAT`.
+
+Reads BenchmarkOptions (JSON) on stdin and writes BenchmarkEvent JSON lines to the stdout
+it was started with; anything a runtime prints goes to stderr instead, so the event stream
+stays clean. Failures become a result with an ErrorKind, never a traceback on the stream.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from google.protobuf import json_format
+
+from device_agent.protocol import edgeloop_pb2 as pb
+
+K = pb.ErrorKind
+
+
+def _event_stream():
+    """Keeps the original stdout for events and points fd 1 at stderr for everyone else."""
+    events_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(events_fd, "w", buffering=1)
+
+
+def classify(exc: BaseException, phase: str) -> int:
+    """Maps a failure to an ErrorKind from its type and the phase it happened in."""
+    from device_agent.runtimes.registry import RuntimeUnavailableError, UnknownRuntimeError
+
+    if isinstance(exc, UnknownRuntimeError):
+        return K.ERROR_KIND_UNKNOWN_RUNTIME
+    if isinstance(exc, RuntimeUnavailableError):
+        return K.ERROR_KIND_RUNTIME_UNAVAILABLE
+    if phase in ("", "arena") and isinstance(exc, (LookupError, ValueError)):
+        return K.ERROR_KIND_BAD_REQUEST
+    if phase in ("", "arena", "loading"):
+        return K.ERROR_KIND_LOAD_FAILED
+    return K.ERROR_KIND_RUN_FAILED
+
+
+def main(argv: list[str]) -> int:
+    model_path, model_format = argv[0], argv[1]
+    stream = _event_stream()
+    options = json_format.Parse(sys.stdin.read() or "{}", pb.BenchmarkOptions())
+    phase = ""
+
+    def emit(progress: pb.Progress) -> None:
+        nonlocal phase
+        phase = progress.phase
+        stream.write(json_format.MessageToJson(pb.BenchmarkEvent(progress=progress), indent=None) + "\n")
+
+    from device_agent.measure.harness import run_benchmark
+
+    try:
+        result = run_benchmark(model_path, model_format, options, emit)
+    except Exception as exc:  # every failure is reported as data
+        traceback.print_exc(file=sys.stderr)
+        message = f"{type(exc).__name__}: {exc}".strip()
+        result = pb.BenchmarkResult(error_kind=classify(exc, phase), error_message=message[:2000])
+    stream.write(json_format.MessageToJson(pb.BenchmarkEvent(result=result), indent=None) + "\n")
+    stream.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,81 @@
+"""The runtime contract: load a model file, describe its tensors, run it.
+
+One file per runtime; each imports its module lazily so the agent starts without it and
+reports it absent in GetInfo when the module is missing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    """Whether a runtime can be used on this device, with which module and version."""
+
+    name: str
+    available: bool
+    version: str = ""
+    module: str = ""
+    reason: str = ""
+    accelerators: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One model input or output. Shape uses -1 for dynamic dimensions."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: Optional[float] = None
+    zero_point: Optional[int] = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None and self.scale > 0 and self.dtype in ("int8", "uint8", "int16")
+
+
+class LoadedModel(ABC):
+    """A model loaded into a runtime, ready to run.
+
+    `set_inputs` stages inputs, `run` executes once (the timed part), `outputs` reads results.
+    """
+
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+    @abstractmethod
+    def set_inputs(self, arrays: list[np.ndarray]) -> None:
+        """Stages one array per input, already in the input's dtype and shape."""
+
+    @abstractmethod
+    def run(self) -> None:
+        """Runs one inference on the staged inputs."""
+
+    @abstractmethod
+    def get_outputs(self) -> list[np.ndarray]:
+        """Returns copies of the outputs of the last run."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases runtime resources."""
+
+
+class Runtime(ABC):
+    """A model runtime on the device (TFLite, ONNX Runtime, torch, TFLite Micro)."""
+
+    name: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]  # model formats it runs: "tflite", "onnx", "pt2"
+
+    @classmethod
+    @abstractmethod
+    def status(cls) -> RuntimeStatus:
+        """Says whether the runtime's module imports here, and its version."""
+
+    @abstractmethod
+    def load(self, path: str, threads: int = 0, accelerator: str = "") -> LoadedModel:
+        """Loads the model file; `threads` 0 means the runtime's default."""

@@ -1,0 +1,115 @@
+"""torch.export programs (.pt2) run with torch, on CUDA when present and asked for."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from device_agent.runtimes.base import LoadedModel, Runtime, RuntimeStatus, TensorInfo
+
+
+class TorchModel(LoadedModel):
+    def __init__(self, program: Any, device: str) -> None:
+        import torch
+
+        self._torch = torch
+        self._device = torch.device(device)
+        self._module = program.module().to(self._device)
+        self._cuda = self._device.type == "cuda"
+        self.inputs = []
+        for i, spec in enumerate(program.graph_signature.input_specs):
+            if spec.kind.name != "USER_INPUT":
+                continue
+            meta = _placeholder_meta(program, spec.arg.name)
+            if meta is None:
+                continue
+            self.inputs.append(
+                TensorInfo(
+                    name=spec.arg.name or f"input_{i}",
+                    shape=tuple(int(d) if isinstance(d, int) else -1 for d in meta.shape),
+                    dtype=str(meta.dtype).replace("torch.", ""),
+                )
+            )
+        self.outputs = []
+        self._staged: list[Any] = []
+        self._result: Any = None
+
+    def set_inputs(self, arrays: list[np.ndarray]) -> None:
+        torch = self._torch
+        self._staged = [torch.from_numpy(np.ascontiguousarray(a)).to(self._device) for a in arrays]
+
+    def run(self) -> None:
+        with self._torch.inference_mode():
+            self._result = self._module(*self._staged)
+        if self._cuda:
+            self._torch.cuda.synchronize()
+
+    def get_outputs(self) -> list[np.ndarray]:
+        result = self._result
+        items = list(result) if isinstance(result, (tuple, list)) else [result]
+        arrays = [t.detach().to("cpu").numpy().copy() for t in items]
+        if not self.outputs:
+            self.outputs = [
+                TensorInfo(f"output_{i}", tuple(a.shape), a.dtype.name) for i, a in enumerate(arrays)
+            ]
+        return arrays
+
+
+def _placeholder_meta(program: Any, name: str) -> Any:
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name == name:
+            return node.meta.get("val")
+    return None
+
+
+_PROBE = (
+    "import torch; print('cuda:' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+)
+
+
+@lru_cache(maxsize=1)
+def _probe_accelerators() -> tuple[str, ...]:
+    """Asks a child interpreter whether torch sees a CUDA device (once per agent)."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    return ("cpu", out) if out else ("cpu",)
+
+
+class TorchRuntime(Runtime):
+    name = "torch"
+    formats = ("pt2",)
+
+    @classmethod
+    def status(cls) -> RuntimeStatus:
+        # torch is not imported into the agent process just to answer GetInfo: the
+        # version comes from package metadata and CUDA from a one-off child probe.
+        if importlib.util.find_spec("torch") is None:
+            return RuntimeStatus(cls.name, False, reason="torch is not installed")
+        try:
+            version = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            version = ""
+        return RuntimeStatus(
+            cls.name, True, version=version, module="torch", accelerators=_probe_accelerators()
+        )
+
+    def load(self, path: str, threads: int = 0, accelerator: str = "") -> LoadedModel:
+        import torch
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        device = accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("accelerator 'cuda' asked for, but torch sees no CUDA device here")
+        program = torch.export.load(path)
+        return TorchModel(program, device)

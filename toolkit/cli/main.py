@@ -1,0 +1,81 @@
+"""`edgeloop`: the command line, a thin layer over the Python API.
+
+Subcommands live one module each and are imported only when used, so `edgeloop --help`
+and `edgeloop agent serve` start fast. Every EdgeloopError ends the command with its one-line
+message and exit code 1 (no traceback unless --debug).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from toolkit import __version__
+from toolkit.errors import EdgeloopError
+
+COMMANDS = {
+    "agent": "toolkit.cli.agent:agent",
+    "devices": "toolkit.cli.devices:devices",
+    "profile": "toolkit.cli.profile:profile",
+    "results": "toolkit.cli.results:results",
+    "compress": "toolkit.cli.compress:compress",
+    "evaluate": "toolkit.cli.evaluate:evaluate",
+    "tune": "toolkit.cli.tune:tune",
+    "demo": "toolkit.cli.tune:demo",
+    "validate": "toolkit.cli.validate:validate",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported from "module:attr" strings on first use."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in self.lazy:
+            module_name, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeloop")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """edgeloop: compress, convert and measure models on real devices."""
+    ctx.obj = {"debug": debug}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: runs the CLI, turning our errors into one line and exit code 1."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="edgeloop", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except EdgeloopError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

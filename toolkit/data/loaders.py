@@ -1,0 +1,120 @@
+"""`load_dataset(spec)`: the bundled `digits`, a `.npz` with `x`/`y`, or `module:function`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from toolkit.data.dataset import Dataset
+from toolkit.errors import ConfigError
+
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0
+
+
+def load_dataset(spec: Union[str, Path, Dataset]) -> Dataset:
+    """Loads a dataset by name, file or callable.
+
+    Args:
+        spec: `digits` (scikit-learn's 8x8 digits, scaled to [0, 1], shape 1x8x8, a fixed
+            seeded 80/20 split); a `.npz` file with `x` and `y` (and optionally `x_test`,
+            `y_test`; otherwise split 80/20 with seed 0); `file.py:function` or
+            `module:function` returning a DataLoader (split 80/20), a pair of DataLoaders
+            (train, test) or a `Dataset`; or a `Dataset`, returned unchanged.
+
+    Raises:
+        ConfigError: unknown name, missing file or key, or a callable returning something else.
+    """
+    if isinstance(spec, Dataset):
+        return spec
+    text = str(spec)
+    if text == "digits":
+        return _digits()
+    if text.endswith(".npz"):
+        return _npz(Path(text).expanduser())
+    if ":" in text:
+        return _from_callable(text)
+    raise ConfigError(
+        f"dataset {text!r}: expected 'digits', a .npz file with x and y, or 'module:function'"
+    )
+
+
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    return _split("digits", x, bunch.target.astype(np.int64))
+
+
+def _npz(path: Path) -> Dataset:
+    if not path.is_file():
+        raise ConfigError(f"dataset {path}: file does not exist")
+    with np.load(path) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise ConfigError(
+                f"dataset {path}: missing array {key!r} (has {sorted(arrays)}); "
+                "expected x (inputs) and y (integer labels)"
+            )
+    x, y = arrays["x"].astype(np.float32), arrays["y"].astype(np.int64)
+    if len(x) != len(y):
+        raise ConfigError(f"dataset {path}: x has {len(x)} samples but y has {len(y)}")
+    if "x_test" in arrays and "y_test" in arrays:
+        return _make(str(path), x, y, arrays["x_test"].astype(np.float32),
+                     arrays["y_test"].astype(np.int64))
+    return _split(str(path), x, y)
+
+
+def _from_callable(spec: str) -> Dataset:
+    from toolkit.models.user import resolve_callable
+
+    try:
+        result: Any = resolve_callable(spec, "dataset")()
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from exc
+    if isinstance(result, Dataset):
+        return result
+    if isinstance(result, DataLoader):
+        x, y = _drain(result)
+        return _split(spec, x, y)
+    if isinstance(result, (tuple, list)) and len(result) == 2:
+        (x, y), (tx, ty) = _drain(result[0]), _drain(result[1])
+        return _make(spec, x, y, tx, ty)
+    raise ConfigError(
+        f"dataset {spec!r}: expected the function to return a DataLoader, "
+        f"a (train, test) pair of DataLoaders or a Dataset, got {type(result).__name__}"
+    )
+
+
+def _drain(loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for batch in loader:
+        xs.append(torch.as_tensor(batch[0]).float().numpy())
+        ys.append(torch.as_tensor(batch[1]).long().numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    n_test = max(1, int(round(len(x) * TEST_FRACTION)))
+    test, train = order[:n_test], order[n_test:]
+    return _make(name, x[train], y[train], x[test], y[test])
+
+
+def _make(name: str, x: np.ndarray, y: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> Dataset:
+    num_classes = int(max(y.max(initial=0), ty.max(initial=0))) + 1
+    return Dataset(
+        name=name,
+        train_x=torch.from_numpy(np.ascontiguousarray(x)),
+        train_y=torch.from_numpy(np.ascontiguousarray(y)),
+        test_x=torch.from_numpy(np.ascontiguousarray(tx)),
+        test_y=torch.from_numpy(np.ascontiguousarray(ty)),
+        num_classes=num_classes,
+        input_shape=tuple(x.shape[1:]),
+    )

@@ -1,0 +1,46 @@
+"""Turns what a user typed for DEVICE ("local", "host:port", a profile) into a client."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Union
+
+from toolkit.devices.profile import DeviceProfile, _looks_like_address, load_profile
+from toolkit.errors import ConfigError
+from toolkit.transport.grpc_client import DeviceClient
+
+
+def resolve_profile(spec: Union[str, DeviceProfile]) -> DeviceProfile:
+    """"local", "host:port", or a profile name/path → DeviceProfile."""
+    if isinstance(spec, DeviceProfile):
+        return spec
+    if spec == "local":
+        return DeviceProfile(name="local", transport="local")
+    if _looks_like_address(spec):
+        return DeviceProfile(name=spec, address=spec)
+    return load_profile(spec)
+
+
+@contextmanager
+def open_device(spec: Union[str, DeviceProfile]) -> Iterator[DeviceClient]:
+    """Yields a connected client for the device; starts/stops what it needs (local agent, tunnel)."""
+    profile = resolve_profile(spec)
+    if profile.transport == "local":
+        from toolkit.transport.local import local_agent
+
+        with local_agent(name=profile.name) as client:
+            yield client
+        return
+    if profile.tunnel == "ssh":
+        from toolkit.transport.ssh.tunnel import open_tunnel_client
+
+        with open_tunnel_client(profile) as client:
+            yield client
+        return
+    if profile.transport == "ssh":
+        raise ConfigError(
+            f"device {profile.name}: transport ssh has no long-running agent; "
+            "use it with `edgeloop profile`, which runs the one-shot benchmark over SSH"
+        )
+    with DeviceClient(profile.address, tls=profile.tls, name=profile.name) as client:
+        yield client

@@ -1,0 +1,47 @@
+"""Host-side errors. Each subclasses our base and the builtin it is, so callers catch what they know."""
+
+from __future__ import annotations
+
+
+class EdgeloopError(Exception):
+    """Base of every error edgeloop raises on purpose; its message is one actionable line."""
+
+
+class ConfigError(EdgeloopError, ValueError):
+    """A profile, recipe, fleet or option is malformed: names the file, the key and what was expected."""
+
+
+class RecipeError(ConfigError):
+    """A compression recipe is invalid (unknown key, bad value, impossible order)."""
+
+
+class ModelFileError(EdgeloopError, FileNotFoundError):
+    """A model path is missing or is not a model file edgeloop can read."""
+
+
+class AgentError(EdgeloopError, RuntimeError):
+    """The device agent answered with a failure, or could not be talked to."""
+
+
+class AgentUnreachableError(AgentError, ConnectionError):
+    """No agent answered at the device's address."""
+
+
+class AgentTimeoutError(AgentError, TimeoutError):
+    """The agent did not answer in time."""
+
+
+class ProtocolMismatchError(AgentError):
+    """The agent speaks another protocol version than this host."""
+
+
+class RuntimeUnavailableError(AgentError):
+    """The requested runtime is unknown or not installed on the device."""
+
+
+class ExportError(EdgeloopError, RuntimeError):
+    """Conversion to TFLite/ONNX failed, or the artifact disagrees with the torch model."""
+
+
+class HostKeyError(EdgeloopError, ConnectionError):
+    """An SSH host key is unknown or does not match known_hosts."""

@@ -1,0 +1,68 @@
+"""The user's own models: `path/to/file.py:function`, `module:function`, or a torch.export `.pt2`."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from toolkit.errors import ModelFileError
+
+
+def resolve_callable(spec: str, what: str = "model") -> Callable[..., Any]:
+    """Imports `path/to/file.py:function` or `package.module:function` and returns the function.
+
+    Raises:
+        ModelFileError: the file or module is missing, or has no such attribute.
+    """
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise ModelFileError(f"{what} {spec!r}: expected 'file.py:function' or 'module:function'")
+    if target.endswith(".py"):
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise ModelFileError(f"{what} {spec!r}: file {path} does not exist")
+        name = f"edgeloop_user_{abs(hash(str(path.resolve())))}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ModelFileError(f"{what} {spec!r}: cannot import {path}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise ModelFileError(f"{what} {spec!r}: cannot import module {target!r}: {exc}") from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ModelFileError(f"{what} {spec!r}: {target} has no callable {attr!r}")
+    return fn
+
+
+def load_callable_model(spec: str) -> nn.Module:
+    """Calls the function named by `spec` and checks that it returns an `nn.Module`."""
+    module = resolve_callable(spec, "model")()
+    if not isinstance(module, nn.Module):
+        raise ModelFileError(f"model {spec!r}: expected an nn.Module, got {type(module).__name__}")
+    return module
+
+
+def load_exported(path: Path) -> tuple[nn.Module, tuple[int, ...]]:
+    """Loads a torch.export `.pt2` and returns its module and the example input's shape."""
+    if not path.is_file():
+        raise ModelFileError(f"model {path}: file does not exist")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # torch raises many kinds for a bad archive
+        raise ModelFileError(f"model {path}: not a torch.export .pt2 archive: {exc}") from exc
+    shape: tuple[int, ...] = ()
+    example = program.example_inputs
+    if example and example[0]:
+        shape = tuple(example[0][0].shape)
+    return program.module(), shape

@@ -1,0 +1,37 @@
+"""Where edgeloop keeps its data: `EDGELOOP_HOME`, else a per-user location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def edgeloop_home() -> Path:
+    """Returns the data directory (results store, caches, local agent), creating it.
+
+    `EDGELOOP_HOME` overrides; else `$XDG_DATA_HOME/edgeloop`, else `~/.local/share/edgeloop`.
+    """
+    env = os.environ.get("EDGELOOP_HOME")
+    if env:
+        home = Path(env).expanduser()
+    else:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        home = Path(base) / "edgeloop"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def profile_dirs() -> list[Path]:
+    """Folders searched for device profiles and fleets by name, first match wins."""
+    dirs = []
+    env = os.environ.get("EDGELOOP_PROFILES")
+    if env:
+        dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
+    dirs.append(Path.cwd() / "profiles")
+    dirs.append(REPO_ROOT / "profiles")
+    home = os.environ.get("EDGELOOP_HOME")
+    if home:
+        dirs.append(Path(home) / "profiles")
+    return dirs

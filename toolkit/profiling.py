@@ -1,0 +1,54 @@
+"""Profile one model file on one device: push, benchmark, store. The API behind `edgeloop profile`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+from device_agent.protocol import edgeloop_pb2 as pb
+from toolkit.devices.connect import open_device, resolve_profile
+from toolkit.devices.profile import DeviceProfile
+from toolkit.measurement import BenchmarkOptions, Measurement
+from toolkit.results.store import ResultsStore
+from toolkit.transport.model_file import model_format
+
+
+def profile_model(
+    model_path: Union[str, Path],
+    device: Union[str, DeviceProfile] = "local",
+    options: BenchmarkOptions = BenchmarkOptions(),
+    store: Union[bool, ResultsStore] = True,
+    on_progress: Optional[Callable[[pb.Progress], None]] = None,
+    run_id: Optional[str] = None,
+) -> Measurement:
+    """Measures a .tflite/.onnx/.pt2 file on a device and appends the result to the store.
+
+    Args:
+        model_path: the model file.
+        device: "local" (a real agent spawned on 127.0.0.1), "host:port", a profile name or path.
+        options: benchmark options; the profile's threads apply when `options.threads` is 0.
+        store: True for the default store, a ResultsStore, or False to keep nothing.
+        on_progress: receives progress events while the device measures.
+        run_id: groups rows in the store (e.g. one tuning run).
+
+    Returns:
+        The measurement; `ok` False when the device reported a failure (also stored).
+    """
+    path = Path(model_path)
+    model_format(path)  # clear error before anything is started
+    profile = resolve_profile(device)
+    if profile.threads and not options.threads:
+        options = BenchmarkOptions(**{**options.__dict__, "threads": profile.threads})
+    if profile.power_sensor and not options.power_sensor:
+        options = BenchmarkOptions(**{**options.__dict__, "power_sensor": profile.power_sensor})
+    if profile.transport == "ssh" and profile.tunnel != "ssh":
+        from toolkit.transport.ssh.oneshot import profile_over_ssh
+
+        measurement = profile_over_ssh(profile, path, options, on_progress=on_progress)
+    else:
+        with open_device(profile) as client:
+            measurement = client.benchmark(path, options, on_progress=on_progress, name=path.name)
+    if store:
+        target = store if isinstance(store, ResultsStore) else ResultsStore()
+        target.append(measurement, run_id=run_id, extra={"device_profile": profile.name})
+    return measurement

@@ -1,0 +1,95 @@
+"""The local device: a real agent process on 127.0.0.1, reached like any other device."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+from toolkit.errors import AgentUnreachableError
+from toolkit.paths import edgeloop_home
+from toolkit.transport.grpc_client import DeviceClient
+
+READY_PREFIX = "edgeloop-agent listening on "  # printed by `python -m device_agent serve`
+START_TIMEOUT_S = 60.0
+
+
+class AgentProcess:
+    """A spawned `python -m device_agent serve` on a free loopback port."""
+
+    def __init__(self, cache_dir: Path, extra_args: tuple[str, ...] = (), env: Optional[dict] = None):
+        cmd = [sys.executable, "-m", "device_agent", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--cache-dir", str(cache_dir), *extra_args]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+        self.address = self._wait_ready()
+
+    def _wait_ready(self) -> str:
+        found: list[str] = []
+        done = threading.Event()
+
+        def read() -> None:
+            for line in self.proc.stdout:
+                if line.startswith(READY_PREFIX):
+                    found.append(line[len(READY_PREFIX):].strip())
+                    break
+            done.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not done.wait(START_TIMEOUT_S) or not found:
+            self.stop()
+            err = self.proc.stderr.read()[-600:] if self.proc.stderr else ""
+            raise AgentUnreachableError(f"local agent did not start within {START_TIMEOUT_S:g} s: {err.strip()}")
+        return found[0]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+
+@contextmanager
+def local_agent(
+    cache_dir: Optional[Path] = None,
+    extra_args: tuple[str, ...] = (),
+    env: Optional[dict] = None,
+    name: str = "local",
+) -> Iterator[DeviceClient]:
+    """Starts a real agent on 127.0.0.1 (free port), yields a client to it, stops it after.
+
+    Args:
+        cache_dir: the agent's model cache; default `<edgeloop home>/local-agent`, kept
+            between runs so a model already pushed is not sent again.
+        extra_args: more `serve` arguments (e.g. ("--device-id", "slow-box")).
+        env: extra environment for the agent process.
+    """
+    cache_dir = Path(cache_dir) if cache_dir else edgeloop_home() / "local-agent"
+    agent = AgentProcess(cache_dir, extra_args, env)
+    try:
+        client = DeviceClient(agent.address, name=name)
+    except BaseException:
+        agent.stop()
+        raise
+    try:
+        yield client
+    finally:
+        client.close()
+        agent.stop()
