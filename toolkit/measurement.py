@@ -21,7 +21,7 @@ class BenchmarkOptions:
         threads: runtime threads; 0 = runtime default.
         warmup_runs: warm-up inferences (default 5), and at least `warmup_min_seconds` (0.2 s).
         min_runs: timed inferences, at least (default 20), and at least `min_seconds` (1.0 s).
-        max_runs: cap on timed inferences (default 100000).
+        max_runs: cap on timed inferences (default: none; the timeout bounds the run).
         timeout_seconds: the whole benchmark child, load included (default 300 s).
         power_sensor: "" = first available, "none" = no power, or a sensor name.
         idle_seconds: idle power baseline window (default 0.5 s), only with a sensor.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from array import array
 from typing import Callable
 
 from device_agent.measure import memory
@@ -92,6 +93,9 @@ def run_benchmark(
     result.outputs.extend(tensor_spec(o) for o in model.outputs)
 
     _loop(model, options.warmup_runs, options.warmup_min_seconds, 0, clock, "warmup")
+    # Peak memory is read once the model has run (its arenas are allocated) and before the
+    # timed loop, whose sample buffer is the harness's own, not the model's.
+    peak_mb = memory.peak_rss_mb()
 
     sampler = PowerSampler(sensor) if sensor is not None else None
     idle = active = None
@@ -117,7 +121,7 @@ def run_benchmark(
     result.latency.CopyFrom(latency_from_samples(samples, keep=keep))
     result.memory.baseline_rss_mb = baseline_mb
     result.memory.model_size_bytes = os.path.getsize(model_path)
-    result.memory.peak_rss_mb = max(memory.peak_rss_mb() - baseline_mb, 0.0)
+    result.memory.peak_rss_mb = max(peak_mb - baseline_mb, 0.0)
     if active is not None and idle is not None:
         result.power.CopyFrom(
             pb.PowerStats(
@@ -136,9 +140,9 @@ def run_benchmark(
     return result
 
 
-def _loop(model, min_runs: int, min_seconds: float, max_runs: int, clock: _Clock, phase: str) -> list[float]:
+def _loop(model, min_runs: int, min_seconds: float, max_runs: int, clock: _Clock, phase: str) -> array:
     """Runs until both `min_runs` and `min_seconds` are reached (or `max_runs`); returns ms samples."""
-    samples: list[float] = []
+    samples = array("d")
     begin = time.perf_counter()
     perf = time.perf_counter_ns
     while True:

@@ -9,7 +9,6 @@ DEFAULTS = pb.BenchmarkOptions(
     warmup_min_seconds=0.2,
     min_runs=20,
     min_seconds=1.0,
-    max_runs=100_000,
     timeout_seconds=300.0,
     idle_seconds=0.5,
     keep_samples=10_000,

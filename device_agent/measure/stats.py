@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from device_agent.protocol import edgeloop_pb2 as pb
@@ -10,14 +12,14 @@ HIGH_CV = 0.05
 """Coefficient of variation above which a result carries a warning."""
 
 
-def latency_from_samples(samples_ms: list[float], keep: int = 0) -> pb.LatencyStats:
+def latency_from_samples(samples_ms: Sequence[float], keep: int = 0) -> pb.LatencyStats:
     """Summarises timed runs (milliseconds).
 
     Args:
         samples_ms: one latency per timed run, in ms; at least one.
         keep: how many raw samples to keep in the message (0: all), evenly spaced.
     """
-    if not samples_ms:
+    if len(samples_ms) == 0:
         raise ValueError("no latency samples to summarise")
     a = np.asarray(samples_ms, dtype=np.float64)
     mean = float(a.mean())

@@ -32,8 +32,6 @@ class InferFailure(Exception):
 
 def _run_batched(model, arrays: list[np.ndarray]) -> list[np.ndarray]:
     specs = model.inputs
-    if len(arrays) != len(specs):
-        raise InferFailure("bad_input", f"model takes {len(specs)} inputs, got {len(arrays)}")
     n = arrays[0].shape[0] if arrays[0].ndim else 1
     fixed = specs[0].shape[0] if specs[0].shape else -1
     if fixed > 0 and n != fixed and n % fixed == 0:
@@ -85,6 +83,8 @@ def _worker_main(conn) -> None:
                 while len(loaded) > KEEP_LOADED:
                     loaded.popitem(last=False)[1].close()
             loaded.move_to_end(key)
+            if len(arrays) != len(model.inputs):
+                raise InferFailure("bad_input", f"model takes {len(model.inputs)} inputs, got {len(arrays)}")
             if not raw:
                 arrays = [to_model_input(a, s) for a, s in zip(arrays, model.inputs)]
             t0 = time.perf_counter()

@@ -52,6 +52,8 @@ class CompressionStep(ABC):
     key: ClassVar[str]
     # Keys after which this step makes no sense, with the reason.
     refuse_after: ClassVar[dict[str, str]] = {}
+    # When set, the only keys that may come after this step (e.g. `quantize` → {"huffman"}).
+    only_followed_by: ClassVar[Optional[frozenset[str]]] = None
 
     def __init__(self, params: Optional[dict[str, Any]] = None, where: str = "recipe") -> None:
         self.where = where
@@ -64,6 +66,29 @@ class CompressionStep(ABC):
     @abstractmethod
     def apply(self, model: Any, ctx: StepContext) -> tuple[Any, StepReport]:
         """Returns the transformed model and this step's figures."""
+
+    def refusal(self, earlier: list[CompressionStep]) -> Optional[str]:
+        """Returns why this step cannot follow `earlier` (the steps before it), or None.
+
+        The default applies `refuse_after` and the earlier steps' `only_followed_by`;
+        a step overrides it for rules that depend on parameters.
+        """
+        for step in earlier:
+            if step.key in self.refuse_after:
+                return self.refuse_after[step.key]
+            allowed = step.only_followed_by
+            if allowed is not None and self.key not in allowed:
+                listed = ", ".join(sorted(allowed)) or "nothing"
+                return f"only {listed} may follow {step.key}"
+        return None
+
+    def check_model(self, model: Any) -> None:
+        """Checks parameters that name parts of the model (layer names) before any work.
+
+        Called on the model as loaded, before the first step runs; raises RecipeError.
+        The default checks nothing.
+        """
+        return None
 
     def error(self, key: str, expected: str, got: Any) -> RecipeError:
         """Builds the one-line error every invalid parameter raises."""

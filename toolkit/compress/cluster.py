@@ -53,9 +53,6 @@ class ClusterStep(CompressionStep):
     """
 
     key = "cluster"
-    refuse_after = {
-        "quantize": "clustering after quantize moves weights off the quantization grid"
-    }
 
     def validate(self, params: dict[str, Any]) -> ClusterParams:
         d = ClusterParams()

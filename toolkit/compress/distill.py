@@ -55,14 +55,12 @@ class DistillStep(CompressionStep):
             narrowed to w of its channels/features (the classifier output is kept).
         student: a bundled model name (e.g. `digits-mlp`) to use as the student.
             Give `width` or `student`; with neither the current model is the student.
-        init: for `width` students, `inherit` (default: keep the teacher's largest-L1
-            channels as a starting point) or `random` (fresh initialisation).
+        init: `inherit` (default: a `width` student keeps the teacher's largest-L1 channels,
+            a `student` keeps its trained weights) or `random` (fresh initialisation).
         teacher: `original` (default: the model before the recipe) or `current`.
     """
 
     key = "distill"
-    refuse_after = {"quantize": "distilling after quantize trains weights the quantization "
-                                "was calibrated for"}
 
     def validate(self, params: dict[str, Any]) -> DistillParams:
         d = DistillParams()
@@ -100,7 +98,9 @@ class DistillStep(CompressionStep):
         elif p.student is not None:
             from toolkit.models import load_model
 
-            student = load_model(p.student)
+            student = load_model(p.student).module
+            if p.init == "random":
+                _reinitialise(student, ctx.seed)
         else:
             student = model
         if student is teacher:
@@ -165,8 +165,12 @@ def narrower_copy(
     )
     pruner.step()
     if init == "random":
-        torch.manual_seed(seed)
-        for module in student.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        _reinitialise(student, seed)
     return student
+
+
+def _reinitialise(model: nn.Module, seed: int) -> None:
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()

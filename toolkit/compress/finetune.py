@@ -50,8 +50,6 @@ class FinetuneStep(CompressionStep):
     refuse_after = {
         "cluster": "fine-tuning after cluster undoes the weight sharing; "
         "use cluster.finetune_epochs instead",
-        "quantize": "fine-tuning after quantize trains weights the quantization was "
-        "calibrated for; use quantize's qat scheme instead",
     }
 
     def validate(self, params: dict[str, Any]) -> FinetuneParams:

@@ -125,10 +125,13 @@ def decode(coded: HuffmanCoded) -> np.ndarray:
 
 
 def weight_arrays(model: nn.Module) -> dict[str, np.ndarray]:
-    """Returns every stored weight tensor of `model` (parameters and float buffers) as numpy.
+    """Returns every stored weight tensor of `model` as numpy, at the precision it is stored.
 
-    Quantized tensors contribute their integer representation; integer counters
-    (`num_batches_tracked`) are not weights and are left out.
+    Parameters and float buffers are included; integer counters (`num_batches_tracked`) are
+    not weights and are left out. Quantized tensors give their integer representation; in a
+    PT2E-quantized graph, a weight that the graph quantizes gives the int8 values the graph
+    computes from it. A float32 tensor whose values are all exact in float16 (an fp16
+    model) is given as float16.
     """
     arrays: dict[str, np.ndarray] = {}
 
@@ -137,14 +140,50 @@ def weight_arrays(model: nn.Module) -> dict[str, np.ndarray]:
             if value.is_quantized:
                 arrays[name] = value.int_repr().cpu().numpy()
             elif value.is_floating_point():
-                arrays[name] = value.detach().cpu().numpy()
+                arrays[name] = _narrowest(value.detach().cpu().numpy())
         elif isinstance(value, (tuple, list)):
             for i, item in enumerate(value):
                 add(f"{name}.{i}", item)
 
     for name, value in model.state_dict().items():
         add(name, value)
+    arrays.update(_graph_quantized_weights(model))
     return arrays
+
+
+def _narrowest(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.float32 and array.size:
+        with np.errstate(over="ignore"):
+            half = array.astype(np.float16)
+        if half.astype(np.float32).tobytes() == array.tobytes():
+            return half
+    return array
+
+
+@torch.no_grad()
+def _graph_quantized_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    """Integer weights of PT2E graphs: each `quantize_per_*` node applied to a stored tensor."""
+    found: dict[str, np.ndarray] = {}
+    for prefix, graph_module in model.named_modules():
+        if not isinstance(graph_module, torch.fx.GraphModule):
+            continue
+        for node in graph_module.graph.nodes:
+            target = str(node.target)
+            if node.op != "call_function" or "quantize_per" not in target or "dequantize" in target:
+                continue
+            if not node.args or getattr(node.args[0], "op", None) != "get_attr":
+                continue
+            args = [_attr(graph_module, a.target) if getattr(a, "op", None) == "get_attr" else a
+                    for a in node.args]
+            name = f"{prefix}.{node.args[0].target}" if prefix else node.args[0].target
+            found[name] = node.target(*args, **node.kwargs).cpu().numpy()
+    return found
+
+
+def _attr(module: nn.Module, dotted: str) -> Any:
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
 
 
 def huffman_coded_bytes(model: nn.Module) -> int:

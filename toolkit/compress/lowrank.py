@@ -46,7 +46,6 @@ class LowrankStep(CompressionStep):
     """
 
     key = "lowrank"
-    refuse_after = {"quantize": "factorising after quantize discards the calibrated ranges"}
 
     def validate(self, params: dict[str, Any]) -> LowrankParams:
         check_known(self, params, LowrankParams)

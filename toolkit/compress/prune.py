@@ -56,9 +56,6 @@ class PruneStep(CompressionStep):
     """
 
     key = "prune"
-    refuse_after = {
-        "quantize": "pruning after quantize changes weights the quantization was calibrated for"
-    }
 
     def validate(self, params: dict[str, Any]) -> PruneParams:
         d = PruneParams()
@@ -284,7 +281,7 @@ def ratio(
     include_high: bool = False,
     include_low: bool = False,
 ) -> Optional[float]:
-    """Reads a fraction: 0 < x < 1 by default; the bounds are included when asked."""
+    """Reads a fraction, 0 < x < 1 (bounds included when asked); None if absent and no default."""
     value = params.get(key, default)
     if value is None and default is None:
         return None
@@ -354,6 +351,6 @@ def ratio_map(
         raise step.error(key, "a mapping of layer name to amount", value)
     amounts = {}
     for name, amount in value.items():
-        where = {f"{key}.{name}": amount if amount is not None else "null"}
-        amounts[name] = float(ratio(step, where, f"{key}.{name}", 0.0, include_low=allow_zero))
+        where = f"{key}.{name}"
+        amounts[name] = float(ratio(step, {where: amount}, where, 0.0, include_low=allow_zero))
     return amounts

@@ -57,7 +57,6 @@ class ReplaceStep(CompressionStep):
     """
 
     key = "replace"
-    refuse_after = {"quantize": "replacing layers after quantize discards the calibration"}
 
     def validate(self, params: dict[str, Any]) -> ReplaceParams:
         d = ReplaceParams()

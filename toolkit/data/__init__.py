@@ -1,4 +1,4 @@
-"""Datasets for training, calibration and accuracy: the bundled `digits`, `.npz` files, callables."""
+"""Datasets for training, calibration and accuracy: `digits`, `.npz` files, callables."""
 
 from toolkit.data.dataset import Dataset
 from toolkit.data.loaders import load_dataset

@@ -45,7 +45,7 @@ class Dataset:
         return DataLoader(TensorDataset(self.test_x, self.test_y), batch_size=batch_size)
 
     def calibration(self, n: int = 128) -> torch.Tensor:
-        """Returns the first `n` training inputs (fewer if the split is smaller), for calibration."""
+        """Returns the first `n` training inputs (fewer if the split is smaller)."""
         return self.train_x[: max(1, n)]
 
     def batch_shape(self, batch: int = 1) -> tuple[int, ...]:

@@ -1,4 +1,4 @@
-"""Runs an exported artifact on this host's runtime: LiteRT for `.tflite`, onnxruntime for `.onnx`."""
+"""Runs an exported artifact on the host: LiteRT for `.tflite`, onnxruntime for `.onnx`."""
 
 from __future__ import annotations
 

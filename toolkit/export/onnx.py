@@ -1,4 +1,4 @@
-"""Torch → `.onnx` with `torch.onnx.export(dynamo=True)`; fp16 and int8 through onnxruntime tools."""
+"""Torch → `.onnx` with `torch.onnx.export(dynamo=True)`; fp16/int8 via onnxruntime tools."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import contextlib
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import nn

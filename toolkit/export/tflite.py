@@ -1,12 +1,13 @@
-"""Torch → `.tflite` through litert-torch: fp32, fp16 weights, or int8 through its PT2E quantizer."""
+"""Torch → `.tflite` through litert-torch: fp32, fp16 weights, or int8 via its PT2E quantizer."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import nn

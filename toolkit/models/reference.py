@@ -109,7 +109,7 @@ def reference_model(name: str, seed: int = 0) -> nn.Module:
 
 
 def reference_card(name: str, seed: int = 0) -> dict:
-    """Returns the cached training facts of `name` (test accuracy in percent), training if needed."""
+    """Returns training facts of `name` (test accuracy in percent); trains if needed."""
     path = edgeloop_home() / "reference_models" / f"{name}-v{_VERSION}-seed{seed}.json"
     if not path.is_file():
         reference_model(name, seed)

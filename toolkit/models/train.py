@@ -12,8 +12,18 @@ from torch.utils.data import DataLoader
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _default_loss(outputs: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _default_loss(
+    outputs: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     return nn.functional.cross_entropy(outputs, targets)
+
+
+def set_mode(model: nn.Module, training: bool) -> None:
+    """Puts `model` in train or eval mode; torch.export graphs that refuse it are left as is."""
+    try:
+        model.train(training)
+    except (NotImplementedError, RuntimeError):
+        pass  # an exported graph: its mode was fixed when it was exported
 
 
 def train_epochs(
@@ -53,7 +63,7 @@ def train_epochs(
         torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     if epochs <= 0 or not params:
-        model.eval()
+        set_mode(model, False)
         return []
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
@@ -66,7 +76,7 @@ def train_epochs(
     loss_fn = loss_fn or _default_loss
     losses = []
     for epoch in range(epochs):
-        model.train()
+        set_mode(model, True)
         total, batches = 0.0, 0
         for inputs, targets in loader:
             opt.zero_grad()
@@ -83,7 +93,7 @@ def train_epochs(
         losses.append(total / max(1, batches))
         if log is not None:
             log(f"epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
-    model.eval()
+    set_mode(model, False)
     return losses
 
 
@@ -91,11 +101,10 @@ def train_epochs(
 def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Returns the model's outputs (logits) for `inputs`, computed in eval mode in batches."""
     was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
+    set_mode(model, False)
     outputs = [model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
     if was_training:
-        model.train()
+        set_mode(model, True)
     return torch.cat(outputs)
 
 
@@ -103,12 +112,11 @@ def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> to
 def accuracy(model: nn.Module, loader: DataLoader) -> float:
     """Returns top-1 accuracy in percent (0-100) of `model` on `loader`, in eval mode."""
     was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
+    set_mode(model, False)
     correct, count = 0, 0
     for inputs, targets in loader:
         correct += int((model(inputs).argmax(dim=1) == targets).sum())
         count += len(targets)
     if was_training:
-        model.train()
+        set_mode(model, True)
     return 100.0 * correct / max(1, count)

@@ -1,4 +1,4 @@
-"""The user's own models: `path/to/file.py:function`, `module:function`, or a torch.export `.pt2`."""
+"""The user's own models: `file.py:function`, `module:function`, or a torch.export `.pt2`."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def resolve_callable(spec: str, what: str = "model") -> Callable[..., Any]:
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            raise ModelFileError(f"{what} {spec!r}: cannot import module {target!r}: {exc}") from exc
+            raise ModelFileError(
+                f"{what} {spec!r}: cannot import module {target!r}: {exc}"
+            ) from exc
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ModelFileError(f"{what} {spec!r}: {target} has no callable {attr!r}")

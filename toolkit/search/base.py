@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Optional
 
 # Metrics a trial carries per device; the names are the budget names (unit in the name).
 METRICS = ("latency_p90_ms", "latency_p50_ms", "memory_mb", "energy_mj", "size_kb")
+ACCURACY = "accuracy_pct"
 
 
 class CandidateKind(str, enum.Enum):
@@ -125,8 +126,12 @@ class Violation:
     limit: float
 
     def describe(self) -> str:
-        shown = "not measured" if self.value is None else f"{self.value:.4g}"
-        return f"{self.metric} {shown} > {self.limit:.4g} on {self.device}"
+        """One line, e.g. "latency_p90_ms 0.213 > 0.15 on local"."""
+        if self.value is None:
+            return f"{self.metric} not measured on {self.device} (limit {self.limit:.4g})"
+        if self.metric == ACCURACY:
+            return f"{self.metric} {self.value:.4g} < {self.limit:.4g} (allowed drop)"
+        return f"{self.metric} {self.value:.4g} > {self.limit:.4g} on {self.device}"
 
 
 @dataclass

@@ -72,7 +72,7 @@ class ParetoSearch(Strategy):
         # Points already run are told again from their stored figures, not run twice.
         for _ in range(max(50, 4 * self.space.size)):
             trial = self._study.ask(distributions)
-            candidate = self.space.candidate(dict(trial.params), note=f"{self.sampler_name}")
+            candidate = self.space.candidate(dict(trial.params), note=self.sampler_name)
             if candidate.key in by_key:
                 self._tell(trial, by_key[candidate.key])
                 continue

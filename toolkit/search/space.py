@@ -3,7 +3,6 @@
 Dimensions (each optional; a missing one keeps the base model's behaviour):
     prune_method: a `prune` method (`l1-structured`, `taylor-structured`, `magnitude`, ...).
     prune_amount: fraction of channels/weights to remove, 0 means no pruning.
-    prune_amount@LAYER: per-layer amount for LAYER (a module name), overrides prune_amount.
     lowrank_ratio: SVD rank ratio for `lowrank`, None means no factorisation.
     cluster: k-means clusters per layer for `cluster`, None means no clustering.
     quantize: a `quantize` scheme (`fp16`, `int8-dynamic`, `int8-static`, `qat`), None: float32.
@@ -24,7 +23,6 @@ from toolkit.errors import ConfigError
 from toolkit.search.base import Candidate, CandidateKind
 
 KNOWN = ("prune_method", "prune_amount", "lowrank_ratio", "cluster", "quantize", "threads")
-PER_LAYER = "prune_amount@"
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class SearchSpace:
         finetune_epochs: epochs of fine-tuning after pruning/low-rank (default 1).
         final_epochs: epochs of the longer fine-tune NetAdapt ends with (default 3).
         calibration: samples for int8-static calibration (default 128).
-        netadapt_methods: the structured pruning method NetAdapt uses (default l1-structured).
+        netadapt_method: the structured pruning method NetAdapt uses (default l1-structured).
     """
 
     dimensions: tuple[Dimension, ...]
@@ -56,7 +54,7 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         for dim in self.dimensions:
-            if dim.name not in KNOWN and not dim.name.startswith(PER_LAYER):
+            if dim.name not in KNOWN:
                 raise ConfigError(f"search space: {dim.name}: unknown dimension; expected {KNOWN}")
             if not dim.choices:
                 raise ConfigError(f"search space: {dim.name}: expected at least one choice")
@@ -79,6 +77,16 @@ class SearchSpace:
             if key != "netadapt_method" and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"{where}: {key}: expected a whole number, got {value!r}")
         return cls(tuple(dims), **extra)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The YAML/JSON form `from_mapping` reads back."""
+        return {
+            "dimensions": {d.name: list(d.choices) for d in self.dimensions},
+            "finetune_epochs": self.finetune_epochs,
+            "final_epochs": self.final_epochs,
+            "calibration": self.calibration,
+            "netadapt_method": self.netadapt_method,
+        }
 
     def choices(self, name: str) -> tuple[Any, ...]:
         """The choices of a dimension; the default alone when the space does not search it."""
@@ -112,26 +120,16 @@ class SearchSpace:
             threads=int(threads) if threads is not None else 0,
             params=full,
             kind=CandidateKind.TRIAL,
-            note=note,
+            note=(note + ": " if note else "") + describe(full),
         )
 
     def recipe(self, params: dict[str, Any]) -> list[dict[str, dict[str, Any]]]:
         """The recipe (list of one-key steps) for a point."""
         steps: list[dict[str, dict[str, Any]]] = []
         amount = float(params.get("prune_amount") or 0.0)
-        per_layer = {
-            k[len(PER_LAYER):]: float(v)
-            for k, v in params.items()
-            if k.startswith(PER_LAYER) and v
-        }
-        if amount > 0 or per_layer:
-            prune: dict[str, Any] = {
-                "method": params.get("prune_method") or DEFAULTS["prune_method"],
-                "amount": amount,
-            }
-            if per_layer:
-                prune["per_layer"] = per_layer
-            steps.append({"prune": prune})
+        if amount > 0:
+            method = params.get("prune_method") or DEFAULTS["prune_method"]
+            steps.append({"prune": {"method": method, "amount": amount}})
         ratio = params.get("lowrank_ratio")
         if ratio:
             steps.append({"lowrank": {"rank_ratio": float(ratio)}})
@@ -147,6 +145,22 @@ class SearchSpace:
                 quantize["calibration"] = self.calibration
             steps.append({"quantize": quantize})
         return steps
+
+
+def describe(params: dict[str, Any]) -> str:
+    """A short text for a point, e.g. "prune 0.5, int8-static, 1 thread"."""
+    parts = []
+    if params.get("prune_amount"):
+        method = params.get("prune_method") or DEFAULTS["prune_method"]
+        parts.append(f"prune {params['prune_amount']:g} {method}")
+    if params.get("lowrank_ratio"):
+        parts.append(f"lowrank {params['lowrank_ratio']:g}")
+    if params.get("cluster"):
+        parts.append(f"cluster {params['cluster']}")
+    parts.append(str(params.get("quantize") or "fp32"))
+    if params.get("threads"):
+        parts.append(f"{params['threads']} thread{'s' if params['threads'] != 1 else ''}")
+    return ", ".join(parts)
 
 
 DEFAULTS: dict[str, Optional[Any]] = {

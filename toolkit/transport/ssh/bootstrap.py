@@ -78,13 +78,13 @@ class BootstrapResult:
     seconds: float
 
 
-def bootstrap_device(profile: DeviceProfile, options: BootstrapOptions = BootstrapOptions(),
+def bootstrap_device(profile: DeviceProfile, options: Optional[BootstrapOptions] = None,
                      log: Callable[[str], None] = lambda _msg: None) -> BootstrapResult:
     """Installs or upgrades the agent on a device over SSH, starts it and checks GetInfo.
 
     Args:
         profile: The device; its `ssh` section says how to log in and where to install.
-        options: See BootstrapOptions.
+        options: See BootstrapOptions (default: its defaults).
         log: Receives one line per step (for the CLI).
 
     Raises:
@@ -94,6 +94,7 @@ def bootstrap_device(profile: DeviceProfile, options: BootstrapOptions = Bootstr
     """
     if profile.ssh is None:
         raise ConfigError(f"{profile.source or profile.name}: ssh: bootstrap needs an ssh section")
+    options = options or BootstrapOptions()
     cfg, started = profile.ssh, time.monotonic()
     with connect(cfg, accept_new_host_key=options.accept_new_host_key) as conn:
         agent_dir = conn.remote_path(cfg.agent_dir)

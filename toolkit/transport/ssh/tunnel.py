@@ -7,12 +7,16 @@ import select
 import socket
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import paramiko
 
-from toolkit.devices.profile import SshConfig
-from toolkit.errors import AgentUnreachableError
+from toolkit.devices.profile import DeviceProfile, SshConfig
+from toolkit.errors import AgentUnreachableError, ConfigError
 from toolkit.transport.ssh.connection import SshConnection, connect
+
+if TYPE_CHECKING:
+    from toolkit.transport.grpc_client import DeviceClient
 
 _CHUNK = 65536
 
@@ -113,3 +117,25 @@ def ssh_tunnel(config: SshConfig, remote_port: int | None = None,
     with connect(config, accept_new_host_key=accept_new_host_key) as conn:
         with PortForward(conn, remote_port or config.agent_port) as forward:
             yield forward.address
+
+
+@contextlib.contextmanager
+def open_tunnel_client(profile: DeviceProfile, accept_new_host_key: bool = False,
+                       connect_timeout_s: float = 10.0) -> Iterator[DeviceClient]:
+    """Yields a DeviceClient to the agent on the device's loopback, through an SSH forward.
+
+    Args:
+        profile: A profile with an `ssh` section (`tunnel: ssh`); `ssh.agent_port` is the
+            agent's port on the device.
+        accept_new_host_key: Record an unknown host key instead of failing.
+        connect_timeout_s: How long to wait for the agent to answer (seconds, default 10).
+    """
+    from toolkit.transport.grpc_client import DeviceClient
+
+    if profile.ssh is None:
+        raise ConfigError(
+            f"{profile.source or profile.name}: ssh: `tunnel: ssh` needs an ssh section")
+    with ssh_tunnel(profile.ssh, accept_new_host_key=accept_new_host_key) as address:
+        with DeviceClient(address, tls=profile.tls, connect_timeout_s=connect_timeout_s,
+                          name=profile.name) as client:
+            yield client

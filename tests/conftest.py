@@ -1,0 +1,38 @@
+"""Shared fixtures: an isolated EDGELOOP_HOME, real model files, and real local agents."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory) -> Path:
+    """Every test session gets its own EDGELOOP_HOME (results store, caches, reference models)."""
+    home = tmp_path_factory.mktemp("edgeloop-home")
+    previous = os.environ.get("EDGELOOP_HOME")
+    os.environ["EDGELOOP_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("EDGELOOP_HOME", None)
+    else:
+        os.environ["EDGELOOP_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory):
+    """fp32 and int8 .tflite, .onnx and .pt2 of one small CNN, built once per session."""
+    from tests.model_files import build_all
+
+    return build_all(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    """A real agent process on a free loopback port, with its own cache; a connected client."""
+    from toolkit.transport.local import local_agent
+
+    with local_agent(cache_dir=tmp_path_factory.mktemp("agent-cache")) as client:
+        yield client

@@ -1,0 +1,145 @@
+"""The torch side of quantization: export, PT2E prepare, calibrate or train, convert."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torchao.quantization.pt2e import allow_exported_model_train_eval
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+
+
+class SampleLoop(nn.Module):
+    """Runs a static-batch graph one sample at a time so it accepts any batch size."""
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.graph(x[i : i + 1]) for i in range(x.shape[0])])
+
+
+def export_graph(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[Any, bool]:
+    """Exports `model` for PT2E; returns (graph module, whether its batch size is dynamic).
+
+    A dynamic batch dimension is tried first (fast calibration and training); a model that
+    fixes its batch size is exported with `input_shape` as given.
+    """
+    model = model.eval()
+    sample = torch.zeros((2, *input_shape[1:]))
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    try:
+        program = torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
+        return program.module(), True
+    except Exception:  # the model specialises its batch size: export it static
+        return torch.export.export(model, (torch.zeros(input_shape),)).module(), False
+
+
+def run_batches(graph: Callable, inputs: torch.Tensor, dynamic: bool, size: int = 64) -> None:
+    """Feeds `inputs` through `graph` (observers record ranges), batched when allowed."""
+    step = size if dynamic else 1
+    with torch.no_grad():
+        for start in range(0, len(inputs), step):
+            graph(inputs[start : start + step])
+
+
+def quantize_ptq(model: nn.Module, quantizer: Any, input_shape: tuple[int, ...],
+                 calibration: torch.Tensor) -> tuple[Any, Any]:
+    """Post-training quantization; returns (converted graph for export, model for torch use)."""
+    graph, dynamic = export_graph(model, input_shape)
+    prepared = prepare_pt2e(graph, quantizer)
+    run_batches(prepared, calibration, dynamic)
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    return converted, (converted if dynamic else SampleLoop(converted))
+
+
+def quantize_qat(
+    model: nn.Module,
+    quantizer: Any,
+    input_shape: tuple[int, ...],
+    train: Callable[[nn.Module], None],
+) -> tuple[Any, Any, nn.Module]:
+    """Quantization-aware training.
+
+    Args:
+        train: trains the fake-quantized graph in place (e.g. `train_epochs` over the data).
+
+    Returns:
+        (converted graph for export, model for torch use, float copy of `model` carrying the
+        trained weights, for exporters that quantize a float model themselves).
+    """
+    model = fold_batchnorm(model, input_shape)
+    graph, dynamic = export_graph(model, input_shape)
+    if not dynamic:
+        raise ValueError("qat needs a model whose batch size is not fixed")
+    prepared = prepare_qat_pt2e(graph, quantizer)
+    allow_exported_model_train_eval(prepared)
+    train(prepared)
+    prepared.eval()
+    trained = copy.deepcopy(model)
+    own = trained.state_dict()
+    learned = {
+        k: v for k, v in prepared.state_dict().items() if k in own and v.shape == own[k].shape
+    }
+    trained.load_state_dict(learned, strict=False)
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    return converted, converted, trained.eval()
+
+
+def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    """Folds each batch norm that directly follows a conv into that conv, in place.
+
+    The batch norm becomes `nn.Identity`; the model computes the same in eval mode.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    modules = dict(model.named_modules())
+    for conv_name, bn_name in batchnorm_followers(model, input_shape).items():
+        conv, bn = modules.get(conv_name), modules.get(bn_name)
+        if isinstance(conv, nn.modules.conv._ConvNd) and isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            _replace(model, conv_name, fuse_conv_bn_eval(conv.eval(), bn.eval()))
+            _replace(model, bn_name, nn.Identity())
+    return model
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+
+
+def round_to_fp16(model: nn.Module, layers: Optional[set[str]] = None) -> nn.Module:
+    """Rounds weights (all, or those of `layers`) to fp16 values, in place; compute stays fp32.
+
+    This is what an fp16-weight artifact computes: its weights are stored as fp16 and widened.
+    """
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if layers is not None and name not in layers:
+                continue
+            for param in module.parameters(recurse=False):
+                param.copy_(param.half().float())
+    return model
+
+
+def batchnorm_followers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, str]:
+    """Maps each conv layer name to the batch-norm layer that directly consumes its output."""
+    try:
+        graph = torch.export.export(model.eval(), (torch.zeros(input_shape),)).graph
+    except Exception:  # no graph, no followers: callers then keep only the named layers
+        return {}
+
+    def owner(node: torch.fx.Node) -> str:
+        stack = node.meta.get("nn_module_stack") or {}
+        return list(stack.values())[-1][0] if stack else ""
+
+    followers = {}
+    for node in graph.nodes:
+        if node.op == "call_function" and "batch_norm" in str(node.target):
+            source = node.args[0]
+            if isinstance(source, torch.fx.Node) and "conv" in str(source.target):
+                followers[owner(source)] = owner(node)
+    return followers

@@ -1,0 +1,90 @@
+"""Concurrent health check of a fleet: reachable, versions, runtimes, sensors, disk, temperature."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from toolkit.devices.fleet import Fleet, open_fleet_device
+from toolkit.devices.profile import DeviceProfile
+
+
+@dataclass(frozen=True)
+class DeviceHealth:
+    """One device's state. When `reachable` is False, `error` says why and the rest is empty.
+
+    Attributes:
+        device: Profile name.
+        address: Where it was reached ("host:port", the tunnel's local end, or ssh://...).
+        transport: "grpc", "local" or "ssh" (plus "+tunnel" through an SSH forward).
+        reachable: The agent (or, for transport ssh, the device's agent code) answered.
+        error: Why not, one line.
+        hostname, device_id, arch: As the device reports them.
+        agent_version, protocol_version: The agent's.
+        runtimes: Available runtimes as "name version".
+        sensors: Available power sensors.
+        disk_free_mb: Free space where the agent keeps models (MB).
+        temperature_c: Device temperature when a sensor is readable, else None.
+        check_ms: Wall time of the check, connect included (ms).
+    """
+
+    device: str
+    address: str
+    transport: str
+    reachable: bool
+    error: str = ""
+    hostname: str = ""
+    device_id: str = ""
+    arch: str = ""
+    agent_version: str = ""
+    protocol_version: Optional[int] = None
+    runtimes: tuple[str, ...] = ()
+    sensors: tuple[str, ...] = ()
+    disk_free_mb: Optional[float] = None
+    temperature_c: Optional[float] = None
+    check_ms: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _transport(profile: DeviceProfile) -> str:
+    return profile.transport + ("+tunnel" if profile.tunnel == "ssh" else "")
+
+
+def check_device(profile: DeviceProfile) -> DeviceHealth:
+    """Connects to one device and reads GetInfo; never raises for a device-side problem."""
+    started = time.perf_counter()
+    address = profile.address or (f"ssh://{profile.ssh.host}" if profile.ssh else profile.transport)
+    try:
+        with open_fleet_device(profile) as client:
+            info = client.info()
+            address = getattr(client, "address", address)
+    except Exception as exc:  # noqa: BLE001 - any failure is this device's state, reported
+        return DeviceHealth(
+            device=profile.name, address=address, transport=_transport(profile), reachable=False,
+            error=f"{type(exc).__name__}: {exc}", check_ms=(time.perf_counter() - started) * 1e3,
+        )
+    return DeviceHealth(
+        device=profile.name, address=address, transport=_transport(profile), reachable=True,
+        hostname=info.hostname, device_id=info.device_id, arch=info.arch,
+        agent_version=info.agent_version, protocol_version=info.protocol_version,
+        runtimes=tuple(f"{r.name} {r.version}".strip() for r in info.runtimes if r.available),
+        sensors=tuple(s.name for s in info.sensors if s.available),
+        disk_free_mb=info.disk_free_bytes / 2**20, temperature_c=info.temperature_c,
+        check_ms=(time.perf_counter() - started) * 1e3,
+    )
+
+
+def check_fleet(fleet: Fleet, max_workers: int = 0) -> list[DeviceHealth]:
+    """Checks every device concurrently; results in the fleet's order.
+
+    Args:
+        fleet: The devices.
+        max_workers: Parallel checks (default 0: one per device, at most 32).
+    """
+    workers = max_workers or min(32, len(fleet.devices))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="health") as pool:
+        return list(pool.map(check_device, fleet.devices))

@@ -1,0 +1,234 @@
+"""The pre-rollout gate: one artifact on every device of a fleet, concurrently.
+
+Per device: connect, push, benchmark, the profile's budgets, output parity against a
+reference, and on-device accuracy when data is given. A device that is unreachable or errors
+fails its checks with the reason; no check is ever skipped, so every device reports the same
+list of checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+from toolkit.devices.fleet import Fleet
+from toolkit.devices.profile import DeviceProfile
+from toolkit.errors import ConfigError, ModelFileError
+from toolkit.measurement import BenchmarkOptions, Measurement
+from toolkit.transport.model_file import file_sha256, model_format
+from toolkit.validate.checks import Outcome, budget_outcome, not_run
+from toolkit.validate import steps
+from toolkit.validate.parity import (
+    PRECISIONS,
+    Reference,
+    artifact_precision,
+    reference_from_model,
+    reference_from_npz,
+)
+from toolkit.validate.result import CheckResult, DeviceReport, GateReport
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """What the gate checks besides the budgets in each device's profile.
+
+    Attributes:
+        reference_model: torch model spec (toolkit.models) whose outputs the artifact must match.
+        reference_outputs: .npz with `inputs` and `outputs` arrays, instead of a model.
+        data: Dataset spec (toolkit.data); enables the on-device accuracy check.
+        min_accuracy_pct: Accuracy floor (%). Default: the reference model's host accuracy on
+            the same data minus `max_accuracy_drop_pct`.
+        max_accuracy_drop_pct: Allowed drop below the reference model's accuracy (default 1.0).
+        precision: Parity tolerance: "auto" (from the artifact's tensors), "fp32", "fp16", "int8".
+        options: Benchmark options; a profile's `threads` and `power_sensor` override them.
+        max_workers: Devices validated at once (default 0: all of them).
+        store: Write each measurement to the results store as it arrives (default True).
+    """
+
+    reference_model: Optional[str] = None
+    reference_outputs: Optional[Path] = None
+    data: Optional[str] = None
+    min_accuracy_pct: Optional[float] = None
+    max_accuracy_drop_pct: float = 1.0
+    precision: str = "auto"
+    options: BenchmarkOptions = field(default_factory=BenchmarkOptions)
+    max_workers: int = 0
+    store: bool = True
+
+    def __post_init__(self) -> None:
+        if self.reference_model and self.reference_outputs:
+            raise ConfigError("validate: give --reference-model or --reference, not both")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"validate: precision: expected one of {PRECISIONS}, "
+                              f"got {self.precision!r}")
+        if self.data and self.min_accuracy_pct is None and not self.reference_model:
+            raise ConfigError("validate: --data needs --min-accuracy or --reference-model "
+                              "(the accuracy floor comes from one of them)")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Host-side work done once before fanning out to the devices."""
+
+    artifact: Path
+    sha256: str
+    size_bytes: int
+    precision: str
+    reference: Optional[Reference]
+    dataset: Any = None
+    accuracy_floor_pct: Optional[float] = None
+    accuracy_basis: str = ""
+    run_id: str = ""
+
+
+def prepare(artifact: Path, config: GateConfig) -> Prepared:
+    """Checks the artifact and loads the reference and data (raises on bad input)."""
+    artifact = Path(artifact)
+    model_format(artifact)
+    precision = artifact_precision(artifact) if config.precision == "auto" else config.precision
+    reference = None
+    if config.reference_outputs:
+        reference = reference_from_npz(Path(config.reference_outputs))
+    elif config.reference_model:
+        reference = reference_from_model(config.reference_model, config.data)
+    dataset, floor, basis = None, config.min_accuracy_pct, ""
+    if config.data:
+        from toolkit.data import load_dataset
+
+        dataset = load_dataset(config.data)
+        if floor is None:
+            ref_acc = _host_accuracy(config.reference_model or "", dataset)
+            floor = ref_acc - config.max_accuracy_drop_pct
+            basis = f"reference {ref_acc:.2f}% - {config.max_accuracy_drop_pct:g} pp"
+        else:
+            basis = "--min-accuracy"
+    return Prepared(artifact, file_sha256(artifact), artifact.stat().st_size, precision,
+                    reference, dataset, floor, basis, uuid.uuid4().hex[:12])
+
+
+def _host_accuracy(spec: str, dataset: Any) -> float:
+    import torch
+
+    from toolkit.models import load_model
+
+    module = load_model(spec).module
+    with torch.no_grad():
+        pred = torch.cat([module(dataset.test_x[i:i + 256]).argmax(1)
+                          for i in range(0, len(dataset.test_x), 256)])
+    return float((pred == dataset.test_y).float().mean() * 100.0)
+
+
+class _DeviceRun:
+    """Records checks in plan order; a step that raises is a failed check with the reason."""
+
+    def __init__(self, device: str, plan: list[str]) -> None:
+        self.device, self.plan = device, plan
+        self.results: dict[str, CheckResult] = {}
+
+    def step(self, name: str, fn: Callable[[], Outcome]) -> Any:
+        started = time.perf_counter()
+        try:
+            outcome = fn()
+        except Exception as exc:  # noqa: BLE001 - a device failure is a failed check
+            outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
+        self.results[name] = CheckResult(
+            self.device, name, outcome.passed, outcome.message, outcome.measured, outcome.limit,
+            outcome.unit, time.perf_counter() - started)
+        return outcome.value if outcome.passed or outcome.keep_value else None
+
+    def fail_rest(self, reason: str) -> None:
+        for name in self.plan:
+            if name not in self.results:
+                self.results[name] = CheckResult(self.device, name, False, not_run(reason))
+
+    def checks(self) -> tuple[CheckResult, ...]:
+        self.fail_rest("the gate stopped early")
+        return tuple(self.results[name] for name in self.plan)
+
+
+def plan_checks(profile: DeviceProfile, prep: Prepared) -> list[str]:
+    """The checks every device reports, in order."""
+    plan = ["connect", "push", "benchmark"] + [f"budget.{k}" for k, _ in profile.budgets.items()]
+    return plan + (["parity"] if prep.reference else []) + (["accuracy"] if prep.dataset else [])
+
+
+def validate_device(profile: DeviceProfile, prep: Prepared, config: GateConfig) -> DeviceReport:
+    """Runs every check on one device; never raises for a device-side problem."""
+    run, started = _DeviceRun(profile.name, plan_checks(profile, prep)), time.perf_counter()
+    address, hostname, measurement = profile.address or "", "", None
+    try:
+        with contextlib.ExitStack() as stack:
+            client = run.step("connect", lambda: steps.connect(stack, profile))
+            if client is None:
+                run.fail_rest(f"connect failed ({run.results['connect'].message})")
+            else:
+                address = getattr(client, "address", address)
+                hostname = client.info().hostname
+                if run.step("push", lambda: steps.push(client, prep)) is None:
+                    run.fail_rest("push failed")
+                else:
+                    measurement = _benchmark_and_budgets(run, client, profile, prep, config)
+                    if prep.reference is not None:
+                        run.step("parity", lambda: steps.parity(client, prep))
+                    if prep.dataset is not None:
+                        run.step("accuracy", lambda: steps.accuracy(client, prep))
+    except Exception as exc:  # noqa: BLE001 - e.g. closing a tunnel to a vanished device
+        run.fail_rest(f"{type(exc).__name__}: {exc}")
+    return DeviceReport(profile.name, address, run.checks(), measurement, hostname,
+                        measurement.runtime if measurement else "",
+                        time.perf_counter() - started)
+
+
+def _benchmark_and_budgets(run: _DeviceRun, client: Any, profile: DeviceProfile, prep: Prepared,
+                           config: GateConfig) -> Optional[Measurement]:
+    options = replace(config.options, threads=profile.threads or config.options.threads,
+                      power_sensor=profile.power_sensor or config.options.power_sensor)
+    m = run.step("benchmark", lambda: steps.benchmark(client, prep, options, config.store))
+    for name, limit in profile.budgets.items():
+        run.step(f"budget.{name}", lambda n=name, lim=limit: budget_outcome(n, lim, m, prep))
+    return m
+
+
+def run_gate(artifact: Path, fleet: Fleet, config: Optional[GateConfig] = None,
+             on_device: Optional[Callable[[DeviceReport], None]] = None) -> GateReport:
+    """Validates one artifact on every device of a fleet, concurrently.
+
+    Args:
+        artifact: The model file (.tflite, .onnx, .pt2).
+        fleet: The devices; each profile's budgets apply to it.
+        config: References, data and options (default GateConfig()).
+        on_device: Called with each device's report as it completes (any order).
+
+    Raises:
+        ConfigError / ModelFileError: Bad artifact, reference or data (before any device).
+    """
+    config = config or GateConfig()
+    if not Path(artifact).is_file():
+        raise ModelFileError(f"{artifact}: no such artifact")
+    prep = prepare(Path(artifact), config)
+    started_unix, started = time.time(), time.perf_counter()
+    workers = config.max_workers or len(fleet.devices)
+
+    def one(profile: DeviceProfile) -> DeviceReport:
+        report = validate_device(profile, prep, config)
+        if on_device is not None:
+            on_device(report)
+        return report
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gate") as pool:
+        reports = tuple(pool.map(one, fleet.devices))
+    settings = {
+        "reference": prep.reference.source if prep.reference else None,
+        "data": config.data, "accuracy_floor_pct": prep.accuracy_floor_pct,
+        "accuracy_basis": prep.accuracy_basis or None, "options": asdict(config.options),
+        "run_id": prep.run_id,
+    }
+    return GateReport(str(prep.artifact), prep.sha256, prep.size_bytes, fleet.name,
+                      prep.precision, reports, started_unix, time.perf_counter() - started,
+                      settings)
