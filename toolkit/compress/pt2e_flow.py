@@ -99,7 +99,8 @@ def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     modules = dict(model.named_modules())
     for conv_name, bn_name in batchnorm_followers(model, input_shape).items():
         conv, bn = modules.get(conv_name), modules.get(bn_name)
-        if isinstance(conv, nn.modules.conv._ConvNd) and isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        is_conv = isinstance(conv, nn.modules.conv._ConvNd)
+        if is_conv and isinstance(bn, nn.modules.batchnorm._BatchNorm):
             _replace(model, conv_name, fuse_conv_bn_eval(conv.eval(), bn.eval()))
             _replace(model, bn_name, nn.Identity())
     return model

@@ -17,7 +17,7 @@ from toolkit.compress.pt2e_flow import (
 )
 from toolkit.compress.qconfig import LayerQuantizer, build_config
 from toolkit.compress.quantize import QuantizeParams, make_plan, quantizable
-from toolkit.models.train import accuracy, train_epochs
+from toolkit.models.train import accuracy, predict, train_epochs
 
 _SENSITIVITY_SAMPLES = 512  # held-out training samples scoring each layer (mixed, automatic)
 
@@ -75,28 +75,33 @@ def _choose_precision(p: QuantizeParams, model: nn.Module,
         return {name: p.layers.get(name, "int8") for name in layers}, {}
     if p.keep_float:
         return {n: (p.float_precision if n in p.keep_float else "int8") for n in layers}, {}
-    drops = _sensitivity(p, model, layers, ctx)
-    ranked = sorted(layers, key=lambda name: -drops[name])[: p.auto_keep]
+    errors, drops = _sensitivity(p, model, layers, ctx)
+    ranked = sorted(layers, key=lambda name: (-drops[name], -errors[name]))[: p.auto_keep]
     precision = {n: (p.float_precision if n in ranked else "int8") for n in layers}
-    return precision, {"sensitivity_drop_pct": drops}
+    return precision, {"sensitivity_output_error": errors, "sensitivity_drop_pct": drops}
 
 
 def _sensitivity(p: QuantizeParams, model: nn.Module, layers: list[str],
-                 ctx: StepContext) -> dict[str, float]:
-    """Accuracy drop (points) on held-out training samples when only one layer is int8."""
+                 ctx: StepContext) -> tuple[dict[str, float], dict[str, float]]:
+    """Quantizes one layer at a time to int8 and measures, on held-out training samples,
+    the relative output error ‖q(x) − f(x)‖² / ‖f(x)‖² and the accuracy drop in points."""
     x, y = ctx.data.train_x[-_SENSITIVITY_SAMPLES:], ctx.data.train_y[-_SENSITIVITY_SAMPLES:]
     loader = DataLoader(TensorDataset(x, y), batch_size=256)
+    reference = predict(model, x)
     base = accuracy(model, loader)
     calibration = ctx.data.calibration(min(p.calibration, 64))
-    drops = {}
+    errors, drops = {}, {}
     for name in layers:
         config = build_config("int8-static", p.granularity, p.observer, p.percentile, p.k)
         quantizer = LayerQuantizer(config, set(layers) - {name})
         _, single = quantize_ptq(copy.deepcopy(model), quantizer, tuple(ctx.input_shape),
                                  calibration)
+        outputs = predict(single, x)
+        errors[name] = float(((outputs - reference) ** 2).sum() / (reference**2).sum())
         drops[name] = round(base - accuracy(single, loader), 3)
-        ctx.log(f"quantize mixed: {name} alone in int8 costs {drops[name]:.2f} points")
-    return drops
+        ctx.log(f"quantize mixed: {name} alone in int8: output error {errors[name]:.2e}, "
+                f"accuracy drop {drops[name]:.2f} points")
+    return errors, drops
 
 
 def _weight_bytes(model: nn.Module, precision: dict[str, str], scheme: str) -> dict[str, int]:

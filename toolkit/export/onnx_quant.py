@@ -100,17 +100,15 @@ def _float_nodes(src: Path, plan: QuantizationPlan) -> list[str]:
         return []
     nodes = []
     for node in onnx.load(str(src)).graph.node:
-        scope = _node_scope(node)
-        if any(scope == name or scope.startswith(name + ".") for name in keep):
+        if set(_node_scopes(node)) & set(keep):
             nodes.append(node.name)
     return nodes
 
 
-def _node_scope(node: onnx.NodeProto) -> str:
-    """The torch module path a dynamo-exported node came from (`features.0`), or ''."""
+def _node_scopes(node: onnx.NodeProto) -> list[str]:
+    """The torch module paths a dynamo-exported node sits in (`features`, `features.1`, …)."""
     for prop in node.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":
-            # e.g. "['', 'features', 'features.0']": the last entry is the innermost module
-            parts = [p.strip(" '\"") for p in prop.value.strip("[]").split(",")]
-            return parts[-1] if parts else ""
-    return ""
+            # e.g. "['', 'features', 'features.1', '_native_batch_norm_legit_no_training']"
+            return [p.strip(" '\"") for p in prop.value.strip("[]").split(",")]
+    return []

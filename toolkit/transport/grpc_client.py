@@ -65,9 +65,9 @@ class DeviceClient:
         self._metadata: tuple = ()
         if tls is not None:
             creds = grpc.ssl_channel_credentials(
-                root_certificates=Path(tls.ca_file).read_bytes(),
-                private_key=Path(tls.key_file).read_bytes() if tls.key_file else None,
-                certificate_chain=Path(tls.cert_file).read_bytes() if tls.cert_file else None,
+                root_certificates=Path(tls.ca_file).expanduser().read_bytes(),
+                private_key=Path(tls.key_file).expanduser().read_bytes() if tls.key_file else None,
+                certificate_chain=Path(tls.cert_file).expanduser().read_bytes() if tls.cert_file else None,
             )
             if tls.server_name:
                 options.append(("grpc.ssl_target_name_override", tls.server_name))

@@ -38,9 +38,8 @@ def parse_assignments(values: Iterable[str], option: str) -> dict[str, float]:
         name, sep, text = item.partition("=")
         name = ALIASES.get(name.strip(), name.strip())
         if not sep or name not in BUDGET_NAMES:
-            raise ConfigError(
-                f"{option} {item!r}: expected NAME=NUMBER with NAME one of {', '.join(BUDGET_NAMES)}"
-            )
+            names = ", ".join(BUDGET_NAMES)
+            raise ConfigError(f"{option} {item!r}: expected NAME=NUMBER with NAME one of {names}")
         try:
             value = float(text)
         except ValueError:

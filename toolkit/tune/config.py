@@ -71,9 +71,13 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
-            raise ConfigError(f"--strategy: expected one of {STRATEGY_NAMES}, got {self.strategy!r}")
+            raise ConfigError(
+                f"--strategy: expected one of {STRATEGY_NAMES}, got {self.strategy!r}"
+            )
         if self.accuracy_on not in ACCURACY_ON:
-            raise ConfigError(f"--accuracy-on: expected one of {ACCURACY_ON}, got {self.accuracy_on!r}")
+            raise ConfigError(
+                f"--accuracy-on: expected one of {ACCURACY_ON}, got {self.accuracy_on!r}"
+            )
         if not self.devices:
             raise ConfigError("--device: expected at least one device")
         if len(set(self.devices)) != len(self.devices):

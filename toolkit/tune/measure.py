@@ -120,9 +120,11 @@ class Measurer:
             for i, d in enumerate(self.devices)
         }
         results = {label: f.result() for label, f in futures.items()}
-        outcome = Outcome({k: v[0] for k, v in results.items()}, sum(v[1] for v in results.values()))
-        outcome.accuracy = results[self.devices[0].label][2]
-        return outcome
+        return Outcome(
+            {label: r[0] for label, r in results.items()},
+            sum(r[1] for r in results.values()),
+            results[self.devices[0].label][2],
+        )
 
     def _on_device(self, device: Device, artifact: Path, sha256: str, threads: int,
                    extra: dict[str, Any], accuracy_job: Optional[Callable[[Device], float]]

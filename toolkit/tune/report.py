@@ -107,7 +107,8 @@ def _tradeoff(ax: Any, history: Sequence[Trial], budgets: ResolvedBudgets,
     trials = [t for t in judged_trials(history) if "latency_p90_ms" in t.worst]
     if not trials:
         return False
-    for feasible, color, label in ((True, "tab:green", "feasible"), (False, "tab:gray", "infeasible")):
+    groups = ((True, "tab:green", "feasible"), (False, "tab:gray", "infeasible"))
+    for feasible, color, label in groups:
         group = [t for t in trials if t.feasible == feasible]
         ax.scatter([t.worst["latency_p90_ms"] for t in group], [t.accuracy_pct for t in group],
                    c=color, label=label, s=24)

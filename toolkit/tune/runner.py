@@ -8,7 +8,6 @@ stored are answered from the database, so nothing stored is built, measured or j
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -108,7 +107,8 @@ def _search(session: Session, loaded: Any, started: float
     history, stopped = [base], ""
     limit_s = config.time_limit_min * 60 if config.time_limit_min else None
     while not stopped:
-        batch = [c for c in strategy.ask(history) if c.key not in {t.candidate.key for t in history}]
+        known = {t.candidate.key for t in history}
+        batch = [c for c in strategy.ask(history) if c.key not in known]
         if not batch:
             break
         for candidate in batch:
@@ -188,8 +188,9 @@ def _device_accuracy_job(session: Session, built: Build, errors: list[str]
         stored = session.db.accuracy(built.sha256, where)
         if stored is not None:
             return stored["accuracy_pct"]
-        from toolkit.errors import AgentError
         from toolkit.evaluate import evaluate_on_device
+
+        from toolkit.errors import AgentError
 
         try:
             result = evaluate_on_device(Path(built.artifact), session.data, device.client)
@@ -209,7 +210,3 @@ def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
 
-
-def replay(history: Sequence[Trial]) -> list[Trial]:
-    """The trials in number order (for tools that read a run's database)."""
-    return sorted(history, key=lambda t: t.number)

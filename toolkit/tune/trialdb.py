@@ -74,8 +74,10 @@ class TrialDB:
                   (device_id, m.model_sha256, options_key, json.dumps(m.to_json())))
 
     def measurement(self, device_id: str, sha256: str, options_key: str) -> Optional[Measurement]:
-        raw = self._get("SELECT json FROM measurements WHERE device_id=? AND sha256=? AND options=?",
-                        (device_id, sha256, options_key))
+        raw = self._get(
+            "SELECT json FROM measurements WHERE device_id=? AND sha256=? AND options=?",
+            (device_id, sha256, options_key),
+        )
         return Measurement.from_json(raw) if raw else None
 
     def measurements(self) -> list[Measurement]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -21,16 +20,10 @@ from toolkit.devices.fleet import Fleet
 from toolkit.devices.profile import DeviceProfile
 from toolkit.errors import ConfigError, ModelFileError
 from toolkit.measurement import BenchmarkOptions, Measurement
-from toolkit.transport.model_file import file_sha256, model_format
-from toolkit.validate.checks import Outcome, budget_outcome, not_run
 from toolkit.validate import steps
-from toolkit.validate.parity import (
-    PRECISIONS,
-    Reference,
-    artifact_precision,
-    reference_from_model,
-    reference_from_npz,
-)
+from toolkit.validate.checks import Outcome, budget_outcome, not_run
+from toolkit.validate.parity import PRECISIONS
+from toolkit.validate.prepare import Prepared, prepare
 from toolkit.validate.result import CheckResult, DeviceReport, GateReport
 
 
@@ -70,58 +63,6 @@ class GateConfig:
         if self.data and self.min_accuracy_pct is None and not self.reference_model:
             raise ConfigError("validate: --data needs --min-accuracy or --reference-model "
                               "(the accuracy floor comes from one of them)")
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Host-side work done once before fanning out to the devices."""
-
-    artifact: Path
-    sha256: str
-    size_bytes: int
-    precision: str
-    reference: Optional[Reference]
-    dataset: Any = None
-    accuracy_floor_pct: Optional[float] = None
-    accuracy_basis: str = ""
-    run_id: str = ""
-
-
-def prepare(artifact: Path, config: GateConfig) -> Prepared:
-    """Checks the artifact and loads the reference and data (raises on bad input)."""
-    artifact = Path(artifact)
-    model_format(artifact)
-    precision = artifact_precision(artifact) if config.precision == "auto" else config.precision
-    reference = None
-    if config.reference_outputs:
-        reference = reference_from_npz(Path(config.reference_outputs))
-    elif config.reference_model:
-        reference = reference_from_model(config.reference_model, config.data)
-    dataset, floor, basis = None, config.min_accuracy_pct, ""
-    if config.data:
-        from toolkit.data import load_dataset
-
-        dataset = load_dataset(config.data)
-        if floor is None:
-            ref_acc = _host_accuracy(config.reference_model or "", dataset)
-            floor = ref_acc - config.max_accuracy_drop_pct
-            basis = f"reference {ref_acc:.2f}% - {config.max_accuracy_drop_pct:g} pp"
-        else:
-            basis = "--min-accuracy"
-    return Prepared(artifact, file_sha256(artifact), artifact.stat().st_size, precision,
-                    reference, dataset, floor, basis, uuid.uuid4().hex[:12])
-
-
-def _host_accuracy(spec: str, dataset: Any) -> float:
-    import torch
-
-    from toolkit.models import load_model
-
-    module = load_model(spec).module
-    with torch.no_grad():
-        pred = torch.cat([module(dataset.test_x[i:i + 256]).argmax(1)
-                          for i in range(0, len(dataset.test_x), 256)])
-    return float((pred == dataset.test_y).float().mean() * 100.0)
 
 
 class _DeviceRun:
@@ -166,7 +107,7 @@ def validate_device(profile: DeviceProfile, prep: Prepared, config: GateConfig) 
         with contextlib.ExitStack() as stack:
             client = run.step("connect", lambda: steps.connect(stack, profile))
             if client is None:
-                run.fail_rest(f"connect failed ({run.results['connect'].message})")
+                run.fail_rest("connect failed")
             else:
                 address = getattr(client, "address", address)
                 hostname = client.info().hostname

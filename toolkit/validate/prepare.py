@@ -1,0 +1,71 @@
+"""Host-side work the gate does once before fanning out: artifact, reference, data, floor."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from toolkit.transport.model_file import file_sha256, model_format
+from toolkit.validate.parity import (
+    Reference,
+    artifact_precision,
+    reference_from_model,
+    reference_from_npz,
+)
+
+if TYPE_CHECKING:
+    from toolkit.validate.gate import GateConfig
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Host-side work done once before fanning out to the devices."""
+
+    artifact: Path
+    sha256: str
+    size_bytes: int
+    precision: str
+    reference: Optional[Reference]
+    dataset: Any = None
+    accuracy_floor_pct: Optional[float] = None
+    accuracy_basis: str = ""
+    run_id: str = ""
+
+
+def prepare(artifact: Path, config: GateConfig) -> Prepared:
+    """Checks the artifact and loads the reference and data (raises on bad input)."""
+    artifact = Path(artifact)
+    model_format(artifact)
+    precision = artifact_precision(artifact) if config.precision == "auto" else config.precision
+    reference = None
+    if config.reference_outputs:
+        reference = reference_from_npz(Path(config.reference_outputs))
+    elif config.reference_model:
+        reference = reference_from_model(config.reference_model, config.data)
+    dataset, floor, basis = None, config.min_accuracy_pct, ""
+    if config.data:
+        from toolkit.data import load_dataset
+
+        dataset = load_dataset(config.data)
+        if floor is None:
+            ref_acc = _host_accuracy(config.reference_model or "", dataset)
+            floor = ref_acc - config.max_accuracy_drop_pct
+            basis = f"reference {ref_acc:.2f}% - {config.max_accuracy_drop_pct:g} pp"
+        else:
+            basis = "--min-accuracy"
+    return Prepared(artifact, file_sha256(artifact), artifact.stat().st_size, precision,
+                    reference, dataset, floor, basis, uuid.uuid4().hex[:12])
+
+
+def _host_accuracy(spec: str, dataset: Any) -> float:
+    import torch
+
+    from toolkit.models import load_model
+
+    module = load_model(spec).module
+    with torch.no_grad():
+        pred = torch.cat([module(dataset.test_x[i:i + 256]).argmax(1)
+                          for i in range(0, len(dataset.test_x), 256)])
+    return float((pred == dataset.test_y).float().mean() * 100.0)
