@@ -6,6 +6,7 @@ hang becomes a result with ERROR_KIND_CRASHED or ERROR_KIND_TIMEOUT and what was
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -50,19 +51,17 @@ def benchmark_in_child(
     if problem:
         return _failure(K.ERROR_KIND_BAD_REQUEST, problem)
     began = time.monotonic()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "device_agent.measure.worker", model_path, model_format],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, so a kill takes its children too
-    )
+    child = _SPARE.take()
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     drain = threading.Thread(target=lambda: stderr_tail.extend(child.stderr), daemon=True)
     drain.start()
-    child.stdin.write(json_format.MessageToJson(options, indent=None))
-    child.stdin.close()
+    job = {"model_path": model_path, "model_format": model_format,
+           "options": json_format.MessageToDict(options)}
+    try:
+        child.stdin.write(json.dumps(job) + "\n")
+        child.stdin.close()
+    except BrokenPipeError:
+        pass  # the child died before its job arrived: reported below as a crash
 
     deadline = began + options.timeout_seconds
     killed_for: Optional[str] = None
@@ -109,6 +108,51 @@ def benchmark_in_child(
     if not result.HasField("options"):
         result.options.CopyFrom(options)
     return result
+
+
+def _spawn_worker() -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "device_agent.measure.worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, so a kill takes its children too
+    )
+
+
+class _SpareWorker:
+    """Keeps one benchmark process started ahead of time (imports done, no job yet).
+
+    `take()` hands it out and starts the next one, so a benchmark never pays interpreter
+    start-up, yet each benchmark still runs in a process nobody used before.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spare: Optional[subprocess.Popen] = None
+
+    def take(self) -> subprocess.Popen:
+        with self._lock:
+            child = self._spare if self._spare is not None and self._spare.poll() is None else None
+            if child is None:
+                child = _spawn_worker()
+            self._spare = _spawn_worker()
+            return child
+
+    def close(self) -> None:
+        with self._lock:
+            if self._spare is not None and self._spare.poll() is None:
+                self._spare.stdin.close()
+                try:
+                    self._spare.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    _kill_group(self._spare)
+            self._spare = None
+
+
+_SPARE = _SpareWorker()
+close_spare_worker = _SPARE.close
 
 
 def _kill_group(child: subprocess.Popen) -> None:

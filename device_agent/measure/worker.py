@@ -1,8 +1,11 @@
-"""Child-process entry for one benchmark: `python -m device_agent.measure.worker MODEL FORMAT`.
+"""Child-process entry for one benchmark: `python -m device_agent.measure.worker`.
 
-Reads BenchmarkOptions (JSON) on stdin and writes BenchmarkEvent JSON lines to the stdout
-it was started with; anything a runtime prints goes to stderr instead, so the event stream
-stays clean. Failures become a result with an ErrorKind, never a traceback on the stream.
+The process imports what every benchmark needs, then waits for ONE job on stdin (a JSON line:
+model_path, model_format, options), so the agent can start it ahead of time and a benchmark
+does not pay for interpreter start-up. It writes BenchmarkEvent JSON lines to the stdout it
+was started with; anything a runtime prints goes to stderr instead, so the event stream stays
+clean. Failures become a result with an ErrorKind, never a traceback on the stream. Each
+process serves exactly one benchmark, so every benchmark still runs in a fresh process.
 """
 
 from __future__ import annotations
@@ -41,18 +44,24 @@ def classify(exc: BaseException, phase: str) -> int:
     return K.ERROR_KIND_RUN_FAILED
 
 
-def main(argv: list[str]) -> int:
-    model_path, model_format = argv[0], argv[1]
+def main() -> int:
+    import json
+
     stream = _event_stream()
-    options = json_format.Parse(sys.stdin.read() or "{}", pb.BenchmarkOptions())
+    from device_agent.measure.harness import run_benchmark  # imported before the job arrives
+
+    line = sys.stdin.readline()
+    if not line:
+        return 0  # the agent shut down before giving this spare worker a job
+    job = json.loads(line)
+    model_path, model_format = job["model_path"], job["model_format"]
+    options = json_format.ParseDict(job["options"], pb.BenchmarkOptions())
     phase = ""
 
     def emit(progress: pb.Progress) -> None:
         nonlocal phase
         phase = progress.phase
         stream.write(json_format.MessageToJson(pb.BenchmarkEvent(progress=progress), indent=None) + "\n")
-
-    from device_agent.measure.harness import run_benchmark
 
     try:
         result = run_benchmark(model_path, model_format, options, emit)
@@ -66,4 +75,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

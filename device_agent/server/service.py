@@ -192,5 +192,8 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
         return reply
 
     def close(self) -> None:
+        from device_agent.measure.runner import close_spare_worker
+
         self.infer_pool.close()
+        close_spare_worker()
 
