@@ -17,6 +17,7 @@ from torch import nn
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
 from toolkit.compress.finetune import finetune
 from toolkit.compress.prune import (
+    SPARSE_ARTIFACT,
     check_known,
     choice,
     count_params,
@@ -106,8 +107,11 @@ class DistillStep(CompressionStep):
         if student is teacher:
             teacher = copy.deepcopy(teacher)
         teacher.eval()
-        losses = finetune(student, ctx.data, p.epochs, p.lr, p.batch_size, seed=ctx.seed,
-                          log=ctx.log, loss_fn=distillation_loss(teacher, p.temperature, p.alpha))
+        # A pruned current model keeps its zeros while it learns from the teacher.
+        keep_zeros = student is model and bool(ctx.artifacts.get(SPARSE_ARTIFACT))
+        losses = finetune(student, ctx.data, p.epochs, p.lr, p.batch_size, keep_zeros=keep_zeros,
+                          seed=ctx.seed, log=ctx.log,
+                          loss_fn=distillation_loss(teacher, p.temperature, p.alpha))
         figures = {
             "student": p.student or (f"width {p.width}" if p.width else "current model"),
             "temperature": p.temperature,

@@ -19,6 +19,7 @@ from toolkit.compress.base import CompressionStep, StepContext, StepReport, regi
 from toolkit.compress.distill import distillation_loss
 from toolkit.compress.finetune import finetune
 from toolkit.compress.prune import (
+    SPARSE_ARTIFACT,
     check_known,
     choice,
     count_params,
@@ -96,7 +97,7 @@ class ReplaceStep(CompressionStep):
         if p.then != "none":
             loss = distillation_loss(original, 4.0, 0.7) if original is not None else None
             finetune(model, ctx.data, p.epochs, p.lr, p.batch_size, seed=ctx.seed, log=ctx.log,
-                     loss_fn=loss)
+                     loss_fn=loss, keep_zeros=bool(ctx.artifacts.get(SPARSE_ARTIFACT)))
             figures["accuracy_after_pct"] = round(accuracy(model, ctx.data.test_loader()), 2)
         ctx.log(f"replace: {len(chosen)} convs made depthwise-separable")
         return model, StepReport(self.key, figures)
