@@ -18,14 +18,8 @@ from torch import nn
 
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
 from toolkit.compress.finetune import finetune
-from toolkit.compress.prune import (
-    check_known,
-    integer,
-    layer_names,
-    number,
-    resolve_layers,
-    weighted_layers,
-)
+from toolkit.compress.layers import resolve_layers, weighted_layers
+from toolkit.compress.params import check_known, integer, layer_names, number
 
 
 @dataclass
@@ -68,8 +62,8 @@ class ClusterStep(CompressionStep):
 
     def apply(self, model: nn.Module, ctx: StepContext) -> tuple[nn.Module, StepReport]:
         p = self.params
-        layers = resolve_layers(self, model, "layers", p.layers) if p.layers else weighted_layers(
-            model
+        layers = (
+            resolve_layers(self, model, "layers", p.layers) if p.layers else weighted_layers(model)
         )
         if p.finetune_epochs and ctx.data is None:
             raise self.error("finetune_epochs", "a dataset to train on", p.finetune_epochs)
@@ -78,8 +72,16 @@ class ClusterStep(CompressionStep):
             for name, layer in layers.items()
         }
         if p.finetune_epochs:
-            finetune(model, ctx.data, p.finetune_epochs, p.lr, p.batch_size, seed=ctx.seed,
-                     log=ctx.log, after_step=sharing_keeper(layers, assignments))
+            finetune(
+                model,
+                ctx.data,
+                p.finetune_epochs,
+                p.lr,
+                p.batch_size,
+                seed=ctx.seed,
+                log=ctx.log,
+                after_step=sharing_keeper(layers, assignments),
+            )
         ctx.artifacts["clustered_layers"] = list(layers)
         unique = {name: int(layer.weight.unique().numel()) for name, layer in layers.items()}
         index_bits = math.ceil(math.log2(p.clusters))

@@ -16,16 +16,9 @@ from torch import nn
 
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
 from toolkit.compress.finetune import finetune
-from toolkit.compress.prune import (
-    SPARSE_ARTIFACT,
-    check_known,
-    choice,
-    count_params,
-    integer,
-    number,
-    output_layers,
-    ratio,
-)
+from toolkit.compress.layers import count_params, output_layers
+from toolkit.compress.params import check_known, choice, integer, number, ratio
+from toolkit.compress.prune import SPARSE_ARTIFACT
 
 
 @dataclass
@@ -109,9 +102,17 @@ class DistillStep(CompressionStep):
         teacher.eval()
         # A pruned current model keeps its zeros while it learns from the teacher.
         keep_zeros = student is model and bool(ctx.artifacts.get(SPARSE_ARTIFACT))
-        losses = finetune(student, ctx.data, p.epochs, p.lr, p.batch_size, keep_zeros=keep_zeros,
-                          seed=ctx.seed, log=ctx.log,
-                          loss_fn=distillation_loss(teacher, p.temperature, p.alpha))
+        losses = finetune(
+            student,
+            ctx.data,
+            p.epochs,
+            p.lr,
+            p.batch_size,
+            keep_zeros=keep_zeros,
+            seed=ctx.seed,
+            log=ctx.log,
+            loss_fn=distillation_loss(teacher, p.temperature, p.alpha),
+        )
         figures = {
             "student": p.student or (f"width {p.width}" if p.width else "current model"),
             "temperature": p.temperature,

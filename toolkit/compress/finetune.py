@@ -13,14 +13,9 @@ import torch
 from torch import nn
 
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
-from toolkit.compress.prune import (
-    SPARSE_ARTIFACT,
-    check_known,
-    integer,
-    number,
-    sparsity,
-    weighted_layers,
-)
+from toolkit.compress.layers import sparsity, weighted_layers
+from toolkit.compress.params import check_known, integer, number
+from toolkit.compress.prune import SPARSE_ARTIFACT
 
 
 @dataclass
@@ -77,8 +72,9 @@ class FinetuneStep(CompressionStep):
             raise self.error("epochs", "a dataset to train on", None)
         keep = bool(ctx.artifacts.get(SPARSE_ARTIFACT)) if p.keep_zeros == "auto" else p.keep_zeros
         before = accuracy(model, ctx.data.test_loader())
-        losses = finetune(model, ctx.data, p.epochs, p.lr, p.batch_size, p.l1, keep, ctx.seed,
-                          ctx.log)
+        losses = finetune(
+            model, ctx.data, p.epochs, p.lr, p.batch_size, p.l1, keep, ctx.seed, ctx.log
+        )
         figures = {
             "epochs": p.epochs,
             "lr": p.lr,

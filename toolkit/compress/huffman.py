@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
-from toolkit.compress.prune import check_known
+from toolkit.compress.params import check_known
 
 HEADER_BYTES = 8
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -83,14 +83,19 @@ def encode(array: np.ndarray) -> HuffmanCoded:
     ]
     stream = np.concatenate(chunks)
     coded = HuffmanCoded(
-        array.dtype.str, array.shape, symbols, lengths.astype(np.uint8),
-        np.packbits(stream).tobytes(), int(stream.size),
+        array.dtype.str,
+        array.shape,
+        symbols,
+        lengths.astype(np.uint8),
+        np.packbits(stream).tobytes(),
+        int(stream.size),
     )
     if coded.coded_bytes <= array.nbytes + HEADER_BYTES:
         return coded
     empty = np.zeros(0, np.uint8)
-    return HuffmanCoded(array.dtype.str, array.shape, raw[:0], empty, raw.tobytes(),
-                        8 * array.nbytes, stored=True)
+    return HuffmanCoded(
+        array.dtype.str, array.shape, raw[:0], empty, raw.tobytes(), 8 * array.nbytes, stored=True
+    )
 
 
 def decode(coded: HuffmanCoded) -> np.ndarray:
@@ -173,8 +178,10 @@ def _graph_quantized_weights(model: nn.Module) -> dict[str, np.ndarray]:
                 continue
             if not node.args or getattr(node.args[0], "op", None) != "get_attr":
                 continue
-            args = [_attr(graph_module, a.target) if getattr(a, "op", None) == "get_attr" else a
-                    for a in node.args]
+            args = [
+                _attr(graph_module, a.target) if getattr(a, "op", None) == "get_attr" else a
+                for a in node.args
+            ]
             name = f"{prefix}.{node.args[0].target}" if prefix else node.args[0].target
             found[name] = node.target(*args, **node.kwargs).cpu().numpy()
     return found

@@ -16,14 +16,8 @@ import torch
 from torch import nn
 
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
-from toolkit.compress.prune import (
-    check_known,
-    count_params,
-    layer_names,
-    ratio,
-    resolve_layers,
-    set_module,
-)
+from toolkit.compress.layers import count_params, resolve_layers, set_module
+from toolkit.compress.params import check_known, layer_names, ratio
 
 
 @dataclass
@@ -60,8 +54,10 @@ class LowrankStep(CompressionStep):
     def apply(self, model: nn.Module, ctx: StepContext) -> tuple[nn.Module, StepReport]:
         p = self.params
         candidates = factorisable_layers(model)
-        layers = resolve_layers(self, model, "layers", p.layers, candidates) if p.layers else (
-            candidates
+        layers = (
+            resolve_layers(self, model, "layers", p.layers, candidates)
+            if p.layers
+            else (candidates)
         )
         before = count_params(model)
         ranks: dict[str, int] = {}
@@ -125,8 +121,14 @@ def _factorised(
         second.weight.data.copy_(second_w)
     else:
         first = nn.Conv2d(
-            layer.in_channels, rank, layer.kernel_size, layer.stride, layer.padding,
-            layer.dilation, bias=False, padding_mode=layer.padding_mode,
+            layer.in_channels,
+            rank,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            bias=False,
+            padding_mode=layer.padding_mode,
         )
         second = nn.Conv2d(rank, layer.out_channels, 1, bias=has_bias)
         first.weight.data.copy_(first_w.reshape(first.weight.shape))

@@ -8,14 +8,31 @@ flatten→linear consistent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
+from toolkit.compress.layers import (  # noqa: F401 - re-exported
+    LAYER_TYPES,
+    count_params,
+    output_layers,
+    resolve_layers,
+    set_module,
+    sparsity,
+    weighted_layers,
+)
+from toolkit.compress.params import (  # noqa: F401 - re-exported
+    check_known,
+    choice,
+    integer,
+    layer_names,
+    number,
+    ratio,
+    ratio_map,
+)
 
 UNSTRUCTURED = ("magnitude", "random", "taylor")
 STRUCTURED = ("l1-structured", "taylor-structured")
@@ -61,8 +78,13 @@ class PruneStep(CompressionStep):
         d = PruneParams()
         check_known(self, params, PruneParams)
         method = choice(self, params, "method", d.method, UNSTRUCTURED + STRUCTURED)
-        scope = choice(self, params, "scope", "layer" if method in STRUCTURED else "global",
-                       ("global", "layer"))
+        scope = choice(
+            self,
+            params,
+            "scope",
+            "layer" if method in STRUCTURED else "global",
+            ("global", "layer"),
+        )
         return PruneParams(
             method=method,
             amount=ratio(self, params, "amount", d.amount),
@@ -101,8 +123,10 @@ class PruneStep(CompressionStep):
             }
         figures.update(params_before=before, params_after=count_params(model))
         figures["sparsity"] = round(sparsity(model), 4)
-        ctx.log(f"prune {p.method}: {before} -> {figures['params_after']} parameters, "
-                f"sparsity {figures['sparsity']:.3f}")
+        ctx.log(
+            f"prune {p.method}: {before} -> {figures['params_after']} parameters, "
+            f"sparsity {figures['sparsity']:.3f}"
+        )
         return model, StepReport(self.key, figures)
 
 
@@ -195,162 +219,3 @@ def _accumulate_gradients(model: nn.Module, ctx: StepContext, batches: int) -> N
 
 def _width(layer: nn.Module) -> int:
     return int(getattr(layer, "out_channels", getattr(layer, "out_features", 0)))
-
-
-# --- Helpers shared by every step of this package: layer lookup and parameter checks. ---
-
-LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-def weighted_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Returns the Conv/Linear layers of `model` by their `named_modules` name, in order."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
-
-
-def resolve_layers(
-    step: CompressionStep,
-    model: nn.Module,
-    key: str,
-    names: Iterable[str],
-    layers: Optional[dict[str, nn.Module]] = None,
-) -> dict[str, nn.Module]:
-    """Looks up layer names; an unknown one raises the step's error naming `key`."""
-    layers = weighted_layers(model) if layers is None else layers
-    for name in names:
-        if name not in layers:
-            shown = ", ".join(list(layers)[:12]) + (", ..." if len(layers) > 12 else "")
-            raise step.error(key, f"layer names of the model ({shown})", name)
-    return {name: layers[name] for name in names}
-
-
-def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Replaces the submodule called `name` (dotted, as in `named_modules`) by `module`."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
-def count_params(model: nn.Module) -> int:
-    """Returns the number of parameter elements (weights and biases)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def sparsity(model: nn.Module) -> float:
-    """Returns the fraction (0-1) of Conv/Linear weight elements that are exactly zero."""
-    weights = [m.weight for m in weighted_layers(model).values()]
-    total = sum(w.numel() for w in weights)
-    return sum(int((w == 0).sum()) for w in weights) / total if total else 0.0
-
-
-def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
-    """Returns the layer whose output is the model's output (else the last weighted layer)."""
-    outputs: dict[int, nn.Module] = {}
-    hooks = [
-        m.register_forward_hook(lambda mod, args, out: outputs.__setitem__(id(out), mod))
-        for m in weighted_layers(model).values()
-    ]
-    try:
-        with torch.no_grad():
-            result = model(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    if id(result) in outputs:
-        return [outputs[id(result)]]
-    layers = list(weighted_layers(model).values())
-    return layers[-1:]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_known(step: CompressionStep, params: dict[str, Any], params_cls: type) -> None:
-    """Raises the step's error for a parameter name the dataclass `params_cls` does not have."""
-    known = [f.name for f in fields(params_cls)]
-    for key in params:
-        if key not in known:
-            raise step.error(str(key), f"one of the parameters {', '.join(known)}", key)
-
-
-def ratio(
-    step: CompressionStep,
-    params: dict[str, Any],
-    key: str,
-    default: Optional[float],
-    include_high: bool = False,
-    include_low: bool = False,
-) -> Optional[float]:
-    """Reads a fraction, 0 < x < 1 (bounds included when asked); None if absent and no default."""
-    value = params.get(key, default)
-    if value is None and default is None:
-        return None
-    low_ok = _is_number(value) and (value >= 0 if include_low else value > 0)
-    if not (low_ok and (value <= 1 if include_high else value < 1)):
-        low, high = ("0 <=" if include_low else "0 <"), ("<= 1" if include_high else "< 1")
-        raise step.error(key, f"a number with {low} x {high}", value)
-    return float(value)
-
-
-def number(
-    step: CompressionStep, params: dict[str, Any], key: str, default: float, minimum: float = 0.0
-) -> float:
-    """Reads a number strictly greater than `minimum`."""
-    value = params.get(key, default)
-    if not (_is_number(value) and value > minimum):
-        raise step.error(key, f"a number > {minimum:g}", value)
-    return float(value)
-
-
-def integer(
-    step: CompressionStep,
-    params: dict[str, Any],
-    key: str,
-    default: int,
-    minimum: int = 1,
-    maximum: Optional[int] = None,
-) -> int:
-    """Reads an integer in [minimum, maximum]."""
-    value = params.get(key, default)
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    if not ok or (maximum is not None and value > maximum):
-        bound = f" and <= {maximum}" if maximum is not None else ""
-        raise step.error(key, f"an integer >= {minimum}{bound}", value)
-    return int(value)
-
-
-def choice(
-    step: CompressionStep, params: dict[str, Any], key: str, default: Any, options: Iterable[Any]
-) -> Any:
-    """Reads one of `options`."""
-    options = tuple(options)
-    value = params.get(key, default)
-    if value not in options or isinstance(value, bool) != isinstance(default, bool):
-        raise step.error(key, "one of " + ", ".join(str(o) for o in options), value)
-    return value
-
-
-def layer_names(step: CompressionStep, params: dict[str, Any], key: str) -> tuple[str, ...]:
-    """Reads an optional list of layer names (names are checked against the model in apply)."""
-    value = params.get(key)
-    if value is None:
-        return ()
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise step.error(key, "a list of layer names", value)
-    return tuple(value)
-
-
-def ratio_map(
-    step: CompressionStep, params: dict[str, Any], key: str, allow_zero: bool = False
-) -> dict[str, float]:
-    """Reads an optional {layer name: fraction} mapping (0 < x < 1; 0 allowed when asked)."""
-    value = params.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise step.error(key, "a mapping of layer name to amount", value)
-    amounts = {}
-    for name, amount in value.items():
-        where = f"{key}.{name}"
-        amounts[name] = float(ratio(step, {where: amount}, where, 0.0, include_low=allow_zero))
-    return amounts

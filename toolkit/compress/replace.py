@@ -18,17 +18,9 @@ from torch import nn
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
 from toolkit.compress.distill import distillation_loss
 from toolkit.compress.finetune import finetune
-from toolkit.compress.prune import (
-    SPARSE_ARTIFACT,
-    check_known,
-    choice,
-    count_params,
-    integer,
-    layer_names,
-    number,
-    resolve_layers,
-    set_module,
-)
+from toolkit.compress.layers import count_params, resolve_layers, set_module
+from toolkit.compress.params import check_known, choice, integer, layer_names, number
+from toolkit.compress.prune import SPARSE_ARTIFACT
 
 
 @dataclass
@@ -96,8 +88,17 @@ class ReplaceStep(CompressionStep):
             figures["accuracy_replaced_pct"] = round(accuracy(model, ctx.data.test_loader()), 2)
         if p.then != "none":
             loss = distillation_loss(original, 4.0, 0.7) if original is not None else None
-            finetune(model, ctx.data, p.epochs, p.lr, p.batch_size, seed=ctx.seed, log=ctx.log,
-                     loss_fn=loss, keep_zeros=bool(ctx.artifacts.get(SPARSE_ARTIFACT)))
+            finetune(
+                model,
+                ctx.data,
+                p.epochs,
+                p.lr,
+                p.batch_size,
+                seed=ctx.seed,
+                log=ctx.log,
+                loss_fn=loss,
+                keep_zeros=bool(ctx.artifacts.get(SPARSE_ARTIFACT)),
+            )
             figures["accuracy_after_pct"] = round(accuracy(model, ctx.data.test_loader()), 2)
         ctx.log(f"replace: {len(chosen)} convs made depthwise-separable")
         return model, StepReport(self.key, figures)
@@ -120,8 +121,15 @@ def depthwise_separable(conv: nn.Conv2d) -> nn.Sequential:
     """Returns depthwise + pointwise convs approximating `conv` (rank-1 per input channel)."""
     cin, cout = conv.in_channels, conv.out_channels
     depthwise = nn.Conv2d(
-        cin, cin, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-        groups=cin, bias=False, padding_mode=conv.padding_mode,
+        cin,
+        cin,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        groups=cin,
+        bias=False,
+        padding_mode=conv.padding_mode,
     )
     pointwise = nn.Conv2d(cin, cout, 1, bias=conv.bias is not None)
     slices = conv.weight.detach().permute(1, 0, 2, 3).reshape(cin, cout, -1)  # in, out, k²

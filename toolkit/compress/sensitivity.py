@@ -18,20 +18,15 @@ import torch
 from torch import nn
 
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
+from toolkit.compress.layers import output_layers, resolve_layers, weighted_layers
+from toolkit.compress.params import check_known, choice, layer_names, ratio
 from toolkit.compress.prune import (
     PER_LAYER_ARTIFACT,
     STRUCTURED,
     UNSTRUCTURED,
     PruneParams,
-    check_known,
-    choice,
-    layer_names,
-    output_layers,
     prune_structured,
     prune_unstructured,
-    ratio,
-    resolve_layers,
-    weighted_layers,
 )
 
 
@@ -121,9 +116,7 @@ def layer_sensitivity(
     all_layers = weighted_layers(model)
     if layers is None:
         excluded = output_layers(model, torch.randn(*ctx.input_shape))
-        layers = [
-            n for n, m in all_layers.items() if method in UNSTRUCTURED or m not in excluded
-        ]
+        layers = [n for n, m in all_layers.items() if method in UNSTRUCTURED or m not in excluded]
     table = SensitivityTable(method, accuracy(model, data.test_loader()))
     for name in layers:
         for r in ratios:
@@ -137,8 +130,9 @@ def layer_sensitivity(
                 prune_unstructured(trial, ctx, params, {})
             acc = accuracy(trial, data.test_loader())
             table.rows.append(
-                SensitivityRow(name, float(r), round(acc, 3),
-                               round(table.baseline_accuracy_pct - acc, 3))
+                SensitivityRow(
+                    name, float(r), round(acc, 3), round(table.baseline_accuracy_pct - acc, 3)
+                )
             )
     return table
 
@@ -202,8 +196,7 @@ class SensitivityStep(CompressionStep):
             resolve_layers(self, model, "layers", p.layers)
         if ctx.data is None:
             raise self.error("method", "a dataset to measure accuracy on", None)
-        table = layer_sensitivity(model, ctx.data, p.ratios, p.method, p.layers or None,
-                                  ctx.seed)
+        table = layer_sensitivity(model, ctx.data, p.ratios, p.method, p.layers or None, ctx.seed)
         ctx.artifacts["sensitivity"] = table
         figures: dict[str, Any] = {
             "method": p.method,
