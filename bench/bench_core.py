@@ -37,10 +37,16 @@ def build_model(folder: Path) -> Path:
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(), torch.nn.Linear(64, 10),
+        torch.nn.Conv2d(3, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 10),
     ).eval()
     path = folder / "bench_cnn.tflite"
     litert_torch.convert(model, (torch.randn(1, 3, 64, 64),)).export(str(path))
@@ -55,7 +61,10 @@ def in_process_median_ms(path: Path, warmup: int, runs: int) -> float:
     detail = interp.get_input_details()[0]
     import numpy as np
 
-    interp.set_tensor(detail["index"], np.random.default_rng(0).standard_normal(detail["shape"]).astype(np.float32))
+    interp.set_tensor(
+        detail["index"],
+        np.random.default_rng(0).standard_normal(detail["shape"]).astype(np.float32),
+    )
     for _ in range(warmup):
         interp.invoke()
     samples = []
@@ -70,9 +79,19 @@ def litert_tool_median_ms(path: Path, warmup: int, runs: int) -> float | None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
         done = subprocess.run(
-            [sys.executable, "-m", "ai_edge_litert.tools.benchmark_litert_model", f"--model={path}",
-             f"--num_runs={runs}", f"--warmup_runs={warmup}", f"--num_threads={THREADS}", f"--result_json={out}"],
-            capture_output=True, text=True, timeout=600,
+            [
+                sys.executable,
+                "-m",
+                "ai_edge_litert.tools.benchmark_litert_model",
+                f"--model={path}",
+                f"--num_runs={runs}",
+                f"--warmup_runs={warmup}",
+                f"--num_threads={THREADS}",
+                f"--result_json={out}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         if done.returncode != 0 or not out.exists():
             print("LiteRT benchmark tool failed:", done.stderr[-400:])
@@ -88,23 +107,38 @@ def fidelity(client, path: Path) -> dict:
     from toolkit.measurement import BenchmarkOptions
 
     runs, warmup, rounds = 300, 30, 5
-    options = BenchmarkOptions(threads=THREADS, warmup_runs=warmup, warmup_min_seconds=0.001, min_runs=runs,
-                               min_seconds=0.001, max_runs=runs)
+    options = BenchmarkOptions(
+        threads=THREADS,
+        warmup_runs=warmup,
+        warmup_min_seconds=0.001,
+        min_runs=runs,
+        min_seconds=0.001,
+        max_runs=runs,
+    )
     agent, local = [], []
     for _ in range(rounds):  # interleaved, so drift hits both sides alike
         agent.append(client.benchmark(path, options).latency.p50_ms)
         local.append(in_process_median_ms(path, warmup, runs))
     tool = litert_tool_median_ms(path, warmup, runs)
     a, b = statistics.median(agent), statistics.median(local)
-    return {"agent_p50_ms": a, "in_process_p50_ms": b, "ratio": a / b, "litert_tool_p50_ms": tool,
-            "ratio_vs_litert_tool": (a / tool) if tool else None, "rounds": rounds, "runs": runs}
+    return {
+        "agent_p50_ms": a,
+        "in_process_p50_ms": b,
+        "ratio": a / b,
+        "litert_tool_p50_ms": tool,
+        "ratio_vs_litert_tool": (a / tool) if tool else None,
+        "rounds": rounds,
+        "runs": runs,
+    }
 
 
 def overhead(client, small: Path) -> dict:
     from toolkit.measurement import BenchmarkOptions
 
     client.push(small)
-    options = BenchmarkOptions(warmup_runs=1, warmup_min_seconds=0.001, min_runs=20, min_seconds=0.001)
+    options = BenchmarkOptions(
+        warmup_runs=1, warmup_min_seconds=0.001, min_runs=20, min_seconds=0.001
+    )
     values = []
     for _ in range(7):
         t0 = time.perf_counter()
@@ -167,8 +201,12 @@ def push(client, folder: Path) -> dict:
         again.append((time.perf_counter() - t0) * 1e3)
     client.delete_model(sha)
     push_rate = statistics.median(rates)
-    return {"push_mb_s": push_rate, "raw_tcp_mb_s": raw, "ratio": push_rate / raw,
-            "second_push_ms": statistics.median(again)}
+    return {
+        "push_mb_s": push_rate,
+        "raw_tcp_mb_s": raw,
+        "ratio": push_rate / raw,
+        "second_push_ms": statistics.median(again),
+    }
 
 
 def main() -> None:
@@ -184,14 +222,25 @@ def main() -> None:
             over = overhead(client, small)
             pushed = push(client, folder)
     rows = [
-        ("fidelity: agent p50 / in-process p50", f"{fid['agent_p50_ms']:.3f} / {fid['in_process_p50_ms']:.3f} ms",
-         f"{(fid['ratio'] - 1) * 100:+.2f}%", "within ±2%"),
-        ("fidelity: agent p50 / LiteRT tool p50",
-         f"{fid['agent_p50_ms']:.3f} / {fid['litert_tool_p50_ms'] or float('nan'):.3f} ms",
-         f"{((fid['ratio_vs_litert_tool'] or float('nan')) - 1) * 100:+.2f}%", "(reference)"),
+        (
+            "fidelity: agent p50 / in-process p50",
+            f"{fid['agent_p50_ms']:.3f} / {fid['in_process_p50_ms']:.3f} ms",
+            f"{(fid['ratio'] - 1) * 100:+.2f}%",
+            "within ±2%",
+        ),
+        (
+            "fidelity: agent p50 / LiteRT tool p50",
+            f"{fid['agent_p50_ms']:.3f} / {fid['litert_tool_p50_ms'] or float('nan'):.3f} ms",
+            f"{((fid['ratio_vs_litert_tool'] or float('nan')) - 1) * 100:+.2f}%",
+            "(reference)",
+        ),
         ("overhead: wall − timed window", f"{over['overhead_ms_median']:.1f} ms", "", "≤ 150 ms"),
-        ("push 64 MiB: gRPC / raw TCP", f"{pushed['push_mb_s']:.0f} / {pushed['raw_tcp_mb_s']:.0f} MB/s",
-         f"{pushed['ratio']:.0%}", "≥ 50%"),
+        (
+            "push 64 MiB: gRPC / raw TCP",
+            f"{pushed['push_mb_s']:.0f} / {pushed['raw_tcp_mb_s']:.0f} MB/s",
+            f"{pushed['ratio']:.0%}",
+            "≥ 50%",
+        ),
         ("second push of the same model", f"{pushed['second_push_ms']:.1f} ms", "", "≤ 20 ms"),
     ]
     print_table(rows, ("benchmark", "measured", "ratio", "target"))

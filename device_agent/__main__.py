@@ -18,8 +18,14 @@ def _serve(args: argparse.Namespace) -> int:
 
         os.environ["EDGELOOP_POWER_COMMAND"] = args.power_command
     config = ServeConfig(
-        host=args.host, port=args.port, cache_dir=Path(args.cache_dir), max_model_mb=args.max_model_mb,
-        quota_mb=args.quota_mb, tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca,
+        host=args.host,
+        port=args.port,
+        cache_dir=Path(args.cache_dir),
+        max_model_mb=args.max_model_mb,
+        quota_mb=args.quota_mb,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        client_ca=args.client_ca,
         device_id=args.device_id,
     )
     try:
@@ -44,8 +50,13 @@ def _bench(args: argparse.Namespace) -> int:
     with path.open("rb") as f:
         fmt = detect_format(f.read(16))
     options = pb.BenchmarkOptions(
-        runtime=args.runtime, threads=args.threads, warmup_runs=args.warmup, min_runs=args.runs,
-        min_seconds=args.min_seconds, timeout_seconds=args.timeout, power_sensor=args.power_sensor,
+        runtime=args.runtime,
+        threads=args.threads,
+        warmup_runs=args.warmup,
+        min_runs=args.runs,
+        min_seconds=args.min_seconds,
+        timeout_seconds=args.timeout,
+        power_sensor=args.power_sensor,
         find_tflm_arena=args.find_arena,
     )
 
@@ -68,16 +79,26 @@ def _info(args: argparse.Namespace) -> int:
     from device_agent.runtimes.registry import runtime_statuses
     from device_agent.sensors.registry import sensor_infos
 
-    print(json.dumps({
-        "agent_version": __version__,
-        "runtimes": [s.__dict__ | {"accelerators": list(s.accelerators)} for s in runtime_statuses()],
-        "sensors": [s.__dict__ for s in sensor_infos()],
-    }, indent=2, default=str))
+    print(
+        json.dumps(
+            {
+                "agent_version": __version__,
+                "runtimes": [
+                    s.__dict__ | {"accelerators": list(s.accelerators)} for s in runtime_statuses()
+                ],
+                "sensors": [s.__dict__ for s in sensor_infos()],
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m device_agent", description="edgeloop device agent")
+    parser = argparse.ArgumentParser(
+        prog="python -m device_agent", description="edgeloop device agent"
+    )
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -87,11 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-dir", default="~/.cache/edgeloop-agent", help="model cache folder")
     s.add_argument("--max-model-mb", type=int, default=512, help="largest model accepted (MB)")
     s.add_argument("--quota-mb", type=int, default=4096, help="cache quota (MB)")
-    s.add_argument("--tls-cert", type=Path, help="server certificate (PEM); required beyond loopback")
+    s.add_argument(
+        "--tls-cert", type=Path, help="server certificate (PEM); required beyond loopback"
+    )
     s.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    s.add_argument("--client-ca", type=Path, help="CA that client certificates must chain to (mTLS)")
-    s.add_argument("--device-id", default="", help="device id to report (default: hostname + machine id)")
-    s.add_argument("--power-command", default="", help="command printing watts, for the 'command' sensor")
+    s.add_argument(
+        "--client-ca", type=Path, help="CA that client certificates must chain to (mTLS)"
+    )
+    s.add_argument(
+        "--device-id", default="", help="device id to report (default: hostname + machine id)"
+    )
+    s.add_argument(
+        "--power-command", default="", help="command printing watts, for the 'command' sensor"
+    )
     s.set_defaults(func=_serve)
 
     b = sub.add_parser("bench", help="benchmark one model file once and print the result")

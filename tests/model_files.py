@@ -13,9 +13,12 @@ INPUT_SHAPE = (1, 1, 8, 8)
 def tiny_cnn() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Flatten(), torch.nn.Linear(16 * 8 * 8, 10),
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16 * 8 * 8, 10),
     ).eval()
 
 
@@ -37,7 +40,10 @@ def build_tflite(model: torch.nn.Module, path: Path) -> Path:
 
 def build_tflite_int8(model: torch.nn.Module, path: Path, calibration: torch.Tensor) -> Path:
     import litert_torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -47,12 +53,16 @@ def build_tflite_int8(model: torch.nn.Module, path: Path, calibration: torch.Ten
     for x in calibration:
         prepared(x.unsqueeze(0))
     converted = convert_pt2e(prepared, fold_quantize=False)
-    litert_torch.convert(converted, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
+    litert_torch.convert(
+        converted, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer)
+    ).export(str(path))
     return path
 
 
 def build_onnx(model: torch.nn.Module, path: Path) -> Path:
-    torch.onnx.export(model, (torch.randn(INPUT_SHAPE),), str(path), dynamo=True, external_data=False)
+    torch.onnx.export(
+        model, (torch.randn(INPUT_SHAPE),), str(path), dynamo=True, external_data=False
+    )
     return path
 
 

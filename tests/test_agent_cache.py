@@ -24,7 +24,13 @@ def test_get_info_reports_identity_runtimes_and_protocol(agent):
     assert "tflite" in info.available_runtimes
     tflite = info.runtime("tflite")
     assert tflite.module in ("ai_edge_litert", "tflite_runtime") and tflite.version
-    assert {s.name for s in info.sensors} == {"nvml", "rapl", "ina3221", "android-battery", "command"}
+    assert {s.name for s in info.sensors} == {
+        "nvml",
+        "rapl",
+        "ina3221",
+        "android-battery",
+        "command",
+    }
     for sensor in info.sensors:
         assert sensor.available or sensor.reason, f"{sensor.name} unavailable without a reason"
 
@@ -63,7 +69,9 @@ def test_malformed_sha_and_path_like_names_never_become_paths(agent, tmp_path):
     sha = hashlib.sha256(data).hexdigest()
     target = tmp_path / "escaped"
     name = f"../../../../../../{target}"
-    reply = _stub(agent).PushModel(iter([pb.ModelChunk(sha256=sha, name=name, size_bytes=len(data), data=data)]))
+    reply = _stub(agent).PushModel(
+        iter([pb.ModelChunk(sha256=sha, name=name, size_bytes=len(data), data=data)])
+    )
     assert reply.sha256 == sha
     assert not target.exists()
 
@@ -94,8 +102,21 @@ def test_agent_refuses_to_listen_beyond_loopback_without_tls(tmp_path):
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "device_agent", "serve", "--host", "0.0.0.0", "--port", "0",
-         "--cache-dir", str(tmp_path)], capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "device_agent",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--cache-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
     assert "without TLS" in done.stderr

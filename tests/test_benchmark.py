@@ -27,9 +27,15 @@ def _check_statistics(m, options: BenchmarkOptions) -> None:
     assert m.device_id and m.runtime_version and m.model_sha256
 
 
-@pytest.mark.parametrize("kind,runtime", [
-    ("tflite", "tflite"), ("tflite_int8", "tflite"), ("onnx", "onnx"), ("pt2", "torch"),
-])
+@pytest.mark.parametrize(
+    "kind,runtime",
+    [
+        ("tflite", "tflite"),
+        ("tflite_int8", "tflite"),
+        ("onnx", "onnx"),
+        ("pt2", "torch"),
+    ],
+)
 def test_benchmark_reports_consistent_statistics(agent, model_files, kind, runtime):
     m = agent.benchmark(getattr(model_files, kind), QUICK)
     _check_statistics(m, QUICK)
@@ -48,7 +54,9 @@ def test_timed_runs_continue_until_both_count_and_duration_are_reached(agent, mo
 
 
 def test_tflm_reports_the_smallest_arena_that_runs(agent, model_files):
-    m = agent.benchmark(model_files.tflite, BenchmarkOptions(runtime="tflm", min_runs=5, min_seconds=0.05))
+    m = agent.benchmark(
+        model_files.tflite, BenchmarkOptions(runtime="tflm", min_runs=5, min_seconds=0.05)
+    )
     _check_statistics(m, BenchmarkOptions(min_runs=5, min_seconds=0.05))
     arena = m.memory.tflm_arena_bytes
     assert arena and arena > 1024
@@ -109,7 +117,10 @@ def test_benchmarks_on_one_agent_run_one_at_a_time(agent, model_files):
     for t in threads:
         t.join()
     assert all(m.ok for m in results)
-    busy = {k: [t for t, phase in v if phase in ("loading", "warmup", "timed")] for k, v in events.items()}
+    busy = {
+        k: [t for t, phase in v if phase in ("loading", "warmup", "timed")]
+        for k, v in events.items()
+    }
     first, second = sorted(busy.values(), key=min)
     assert max(first) < min(second), "the two benchmarks ran at the same time"
     assert any(phase == "queued" for v in events.values() for _, phase in v)

@@ -27,16 +27,22 @@ def test_device_specs_resolve_to_profiles():
     assert resolve_profile("jetson-orin-nano").tunnel == "ssh"
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("name: x\naddress: h:1\nbudgets: {latency_p90_ms: -3}\n", "budgets.latency_p90_ms: expected a positive number"),
-    ("name: x\naddress: h:1\nbudgets: {latency_ms: 3}\n", "budgets.latency_ms: unknown budget"),
-    ("name: x\naddress: h:1\ncolour: red\n", "colour: unknown field"),
-    ("name: x\ntransport: carrier-pigeon\naddress: h:1\n", "transport: expected one of"),
-    ("name: x\naddress: nowhere\n", "address: expected 'host:port'"),
-    ("name: x\ntransport: ssh\n", "ssh: expected a mapping"),
-    ("name: x\naddress: h:1\nthreads: many\n", "threads: expected a whole number"),
-    ("name: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (
+            "name: x\naddress: h:1\nbudgets: {latency_p90_ms: -3}\n",
+            "budgets.latency_p90_ms: expected a positive number",
+        ),
+        ("name: x\naddress: h:1\nbudgets: {latency_ms: 3}\n", "budgets.latency_ms: unknown budget"),
+        ("name: x\naddress: h:1\ncolour: red\n", "colour: unknown field"),
+        ("name: x\ntransport: carrier-pigeon\naddress: h:1\n", "transport: expected one of"),
+        ("name: x\naddress: nowhere\n", "address: expected 'host:port'"),
+        ("name: x\ntransport: ssh\n", "ssh: expected a mapping"),
+        ("name: x\naddress: h:1\nthreads: many\n", "threads: expected a whole number"),
+        ("name: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_bad_profiles_name_the_file_and_the_key(tmp_path: Path, text: str, expected: str):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

@@ -29,7 +29,9 @@ class _FutureAgent(rpc.DeviceAgentServicer):
     """A real gRPC server that answers GetInfo with a newer protocol version."""
 
     def GetInfo(self, request, context):
-        return pb.DeviceInfo(device_id="future", protocol_version=PROTOCOL_VERSION + 1, agent_version="9.0")
+        return pb.DeviceInfo(
+            device_id="future", protocol_version=PROTOCOL_VERSION + 1, agent_version="9.0"
+        )
 
 
 def test_client_refuses_an_agent_with_another_protocol_version():

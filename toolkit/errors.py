@@ -1,4 +1,4 @@
-"""Host-side errors. Each subclasses our base and the builtin it is, so callers catch what they know."""
+"""Host-side errors: each subclasses our base and the builtin it is, so callers catch either."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ class EdgeloopError(Exception):
 
 
 class ConfigError(EdgeloopError, ValueError):
-    """A profile, recipe, fleet or option is malformed: names the file, the key and what was expected."""
+    """A profile, recipe, fleet or option is malformed: names file, key and what was expected."""
 
 
 class RecipeError(ConfigError):

@@ -163,8 +163,15 @@ class Measurement:
         power = None
         if ok and result.HasField("power"):
             p = result.power
-            power = Power(p.sensor, p.rate_hz, p.samples, p.mean_w, p.idle_w, p.energy_per_inference_mj,
-                          p.method or "samples")
+            power = Power(
+                p.sensor,
+                p.rate_hz,
+                p.samples,
+                p.mean_w,
+                p.idle_w,
+                p.energy_per_inference_mj,
+                p.method or "samples",
+            )
         thermal = json_format.MessageToDict(result.thermal, preserving_proto_field_name=True)
         return cls(
             ok=ok,

@@ -1,4 +1,4 @@
-"""Profile one model file on one device: push, benchmark, store. The API behind `edgeloop profile`."""
+"""Profile one model file on one device: push, benchmark, store (behind `edgeloop profile`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from toolkit.transport.model_file import model_format
 def profile_model(
     model_path: Union[str, Path],
     device: Union[str, DeviceProfile] = "local",
-    options: BenchmarkOptions = BenchmarkOptions(),
+    options: Optional[BenchmarkOptions] = None,
     store: Union[bool, ResultsStore] = True,
     on_progress: Optional[Callable[[pb.Progress], None]] = None,
     run_id: Optional[str] = None,
@@ -34,6 +34,7 @@ def profile_model(
     Returns:
         The measurement; `ok` False when the device reported a failure (also stored).
     """
+    options = options or BenchmarkOptions()
     path = Path(model_path)
     model_format(path)  # clear error before anything is started
     profile = resolve_profile(device)

@@ -64,7 +64,9 @@ class ModelCache:
         quota_bytes: total bytes the cache may hold.
     """
 
-    def __init__(self, root: Path, max_model_bytes: int = 512 * 2**20, quota_bytes: int = 4 * 2**30):
+    def __init__(
+        self, root: Path, max_model_bytes: int = 512 * 2**20, quota_bytes: int = 4 * 2**30
+    ):
         self.root = Path(root)
         self.models_dir = self.root / "models"
         self.tmp_dir = self.root / "tmp"
@@ -102,17 +104,22 @@ class ModelCache:
             return sum(m.size_bytes for m in self._index.values())
 
     # -- changes -------------------------------------------------------------
-    def store(self, sha256: str, name: str, size_bytes: int, fmt: str, chunks: Iterable[bytes]) -> CachedModel:
+    def store(
+        self, sha256: str, name: str, size_bytes: int, fmt: str, chunks: Iterable[bytes]
+    ) -> CachedModel:
         """Writes a model from a stream of chunks; atomic; verifies size and digest."""
         check_sha(sha256)
         if size_bytes <= 0:
             raise TooLargeError(f"model size must be positive, got {size_bytes}")
         if size_bytes > self.max_model_bytes:
             raise TooLargeError(
-                f"model is {size_bytes} bytes; this agent accepts at most {self.max_model_bytes} bytes"
+                f"model is {size_bytes} bytes; "
+                f"this agent accepts at most {self.max_model_bytes} bytes"
             )
         if size_bytes > self.quota_bytes:
-            raise TooLargeError(f"model is {size_bytes} bytes; the cache quota is {self.quota_bytes} bytes")
+            raise TooLargeError(
+                f"model is {size_bytes} bytes; the cache quota is {self.quota_bytes} bytes"
+            )
         digest = hashlib.sha256()
         received = 0
         head = b""
@@ -132,10 +139,14 @@ class ModelCache:
             if received != size_bytes:
                 raise BadDigestError(f"received {received} bytes, announced {size_bytes}")
             if digest.hexdigest() != sha256:
-                raise BadDigestError(f"sha256 mismatch: announced {sha256}, received {digest.hexdigest()}")
+                raise BadDigestError(
+                    f"sha256 mismatch: announced {sha256}, received {digest.hexdigest()}"
+                )
             fmt = fmt or detect_format(head)
             if fmt not in FORMATS:
-                raise CacheError(f"not a model file edgeloop can run (expected one of {', '.join(FORMATS)})")
+                raise CacheError(
+                    f"not a model file edgeloop can run (expected one of {', '.join(FORMATS)})"
+                )
             with self._lock:
                 self._make_room(size_bytes)
                 os.replace(tmp_name, self.models_dir / sha256)
@@ -168,7 +179,9 @@ class ModelCache:
             del self._index[victim.sha256]
             used -= victim.size_bytes
         if used + incoming > self.quota_bytes:
-            raise TooLargeError(f"no room: {used + incoming} bytes needed, quota {self.quota_bytes}")
+            raise TooLargeError(
+                f"no room: {used + incoming} bytes needed, quota {self.quota_bytes}"
+            )
 
     def _load_index(self) -> dict[str, CachedModel]:
         try:

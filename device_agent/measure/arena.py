@@ -49,7 +49,9 @@ def smallest_arena(
     high = START_BYTES
     while not ok(high):
         if high >= MAX_BYTES:
-            raise RuntimeError(f"model does not run in TFLite Micro even with a {MAX_BYTES}-byte arena")
+            raise RuntimeError(
+                f"model does not run in TFLite Micro even with a {MAX_BYTES}-byte arena"
+            )
         high *= 2
     low = 0
     while high - low > max(tolerance_bytes, ALIGN):

@@ -57,7 +57,9 @@ def run_benchmark(
     runtime = resolve_runtime(options.runtime, model_format)
     status = runtime.status()
     result = pb.BenchmarkResult(
-        runtime=runtime.name, runtime_version=status.version, threads=options.threads,
+        runtime=runtime.name,
+        runtime_version=status.version,
+        threads=options.threads,
         started_unix=time.time(),
     )
     result.options.CopyFrom(options)
@@ -80,7 +82,9 @@ def run_benchmark(
     baseline_mb = memory.current_rss_mb()
     clock.tick("loading", 0, 1, True)
     t0 = time.perf_counter()
-    model = runtime.load(model_path, threads=options.threads, accelerator=options.accelerator, **load_kwargs)
+    model = runtime.load(
+        model_path, threads=options.threads, accelerator=options.accelerator, **load_kwargs
+    )
     result.load_ms = (time.perf_counter() - t0) * 1e3
     result.inputs.extend(tensor_spec(i) for i in model.inputs)
     result.accelerator = getattr(model, "accelerator", options.accelerator or "cpu")
@@ -130,7 +134,9 @@ def run_benchmark(
                 samples=active.samples,
                 mean_w=active.mean_w,
                 idle_w=idle.mean_w,
-                energy_per_inference_mj=energy_per_inference_mj(active, idle, result.latency.mean_ms),
+                energy_per_inference_mj=energy_per_inference_mj(
+                    active, idle, result.latency.mean_ms
+                ),
                 method=active.method,
             )
         )
@@ -140,8 +146,10 @@ def run_benchmark(
     return result
 
 
-def _loop(model, min_runs: int, min_seconds: float, max_runs: int, clock: _Clock, phase: str) -> array:
-    """Runs until both `min_runs` and `min_seconds` are reached (or `max_runs`); returns ms samples."""
+def _loop(
+    model, min_runs: int, min_seconds: float, max_runs: int, clock: _Clock, phase: str
+) -> array:
+    """Runs until both `min_runs` and `min_seconds` are reached (or `max_runs`); ms samples."""
     samples = array("d")
     begin = time.perf_counter()
     perf = time.perf_counter_ns
@@ -176,7 +184,10 @@ def _warn(result: pb.BenchmarkResult) -> None:
     lat = result.latency
     if lat.cv > HIGH_CV:
         result.warnings.append(
-            f"high variation: CV {lat.cv:.1%} > {HIGH_CV:.0%}; close other work on the device or run longer"
+            f"high variation: CV {lat.cv:.1%} > {HIGH_CV:.0%}; "
+            "close other work on the device or run longer"
         )
     if result.thermal.throttled:
-        result.warnings.append("the device throttled during the run (frequency or temperature); figures may be low")
+        result.warnings.append(
+            "the device throttled during the run (frequency or temperature); figures may be low"
+        )

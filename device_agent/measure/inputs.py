@@ -36,7 +36,9 @@ def benchmark_inputs(specs: list[TensorInfo], seed: int = 0) -> list[np.ndarray]
         elif dtype.kind == "b":
             arrays.append(rng.integers(0, 1, size=shape, endpoint=True).astype(bool))
         else:
-            raise ValueError(f"input {spec.name!r}: cannot make benchmark data of dtype {spec.dtype}")
+            raise ValueError(
+                f"input {spec.name!r}: cannot make benchmark data of dtype {spec.dtype}"
+            )
     return arrays
 
 

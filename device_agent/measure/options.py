@@ -35,7 +35,9 @@ def validate(options: pb.BenchmarkOptions) -> str:
         if getattr(options, name) < 0:
             return f"options.{name}: expected >= 0 seconds, got {getattr(options, name)}"
     if options.max_runs and options.max_runs < options.min_runs:
-        return f"options.max_runs ({options.max_runs}) is below options.min_runs ({options.min_runs})"
+        return (
+            f"options.max_runs ({options.max_runs}) is below options.min_runs ({options.min_runs})"
+        )
     if options.accelerator not in ("", "cpu", "cuda"):
         return f"options.accelerator: expected 'cpu' or 'cuda', got {options.accelerator!r}"
     return ""

@@ -55,8 +55,11 @@ def benchmark_in_child(
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     drain = threading.Thread(target=lambda: stderr_tail.extend(child.stderr), daemon=True)
     drain.start()
-    job = {"model_path": model_path, "model_format": model_format,
-           "options": json_format.MessageToDict(options)}
+    job = {
+        "model_path": model_path,
+        "model_format": model_format,
+        "options": json_format.MessageToDict(options),
+    }
     try:
         child.stdin.write(json.dumps(job) + "\n")
         child.stdin.close()

@@ -61,7 +61,9 @@ def main() -> int:
     def emit(progress: pb.Progress) -> None:
         nonlocal phase
         phase = progress.phase
-        stream.write(json_format.MessageToJson(pb.BenchmarkEvent(progress=progress), indent=None) + "\n")
+        stream.write(
+            json_format.MessageToJson(pb.BenchmarkEvent(progress=progress), indent=None) + "\n"
+        )
 
     try:
         result = run_benchmark(model_path, model_format, options, emit)

@@ -37,7 +37,9 @@ class TensorInfo:
 
     @property
     def quantized(self) -> bool:
-        return self.scale is not None and self.scale > 0 and self.dtype in ("int8", "uint8", "int16")
+        return (
+            self.scale is not None and self.scale > 0 and self.dtype in ("int8", "uint8", "int16")
+        )
 
 
 class LoadedModel(ABC):

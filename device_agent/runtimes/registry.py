@@ -52,5 +52,7 @@ def resolve_runtime(name: str, model_format: str) -> Runtime:
         )
     status = cls.status()
     if not status.available:
-        raise RuntimeUnavailableError(f"runtime {name!r} is not available on this device: {status.reason}")
+        raise RuntimeUnavailableError(
+            f"runtime {name!r} is not available on this device: {status.reason}"
+        )
     return cls()

@@ -34,7 +34,9 @@ class TFLMModel(LoadedModel):
     def __init__(self, interpreter: Any, n_inputs: int, n_outputs: int) -> None:
         self._interp = interpreter
         self.inputs = [_info(interpreter.get_input_details(i), i, "input") for i in range(n_inputs)]
-        self.outputs = [_info(interpreter.get_output_details(i), i, "output") for i in range(n_outputs)]
+        self.outputs = [
+            _info(interpreter.get_output_details(i), i, "output") for i in range(n_outputs)
+        ]
 
     def set_inputs(self, arrays: list[np.ndarray]) -> None:
         for i, array in enumerate(arrays):
@@ -74,9 +76,13 @@ class TFLMRuntime(Runtime):
             version = metadata.version("tflite-micro")
         except metadata.PackageNotFoundError:
             version = ""
-        return RuntimeStatus(cls.name, True, version=version, module="tflite_micro", accelerators=("cpu",))
+        return RuntimeStatus(
+            cls.name, True, version=version, module="tflite_micro", accelerators=("cpu",)
+        )
 
-    def load(self, path: str, threads: int = 0, accelerator: str = "", arena_bytes: int = 0) -> LoadedModel:
+    def load(
+        self, path: str, threads: int = 0, accelerator: str = "", arena_bytes: int = 0
+    ) -> LoadedModel:
         from tflite_micro.python.tflite_micro import runtime
 
         arena = arena_bytes or DEFAULT_ARENA_BYTES

@@ -56,7 +56,8 @@ class TorchModel(LoadedModel):
         arrays = [t.detach().to("cpu").numpy().copy() for t in items]
         if not self.outputs:
             self.outputs = [
-                TensorInfo(f"output_{i}", tuple(a.shape), a.dtype.name) for i, a in enumerate(arrays)
+                TensorInfo(f"output_{i}", tuple(a.shape), a.dtype.name)
+                for i, a in enumerate(arrays)
             ]
         return arrays
 
@@ -69,7 +70,8 @@ def _placeholder_meta(program: Any, name: str) -> Any:
 
 
 _PROBE = (
-    "import torch; print('cuda:' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+    "import torch; "
+    "print('cuda:' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
 )
 
 

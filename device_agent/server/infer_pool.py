@@ -78,13 +78,17 @@ def _worker_main(conn) -> None:
                 try:
                     model = runtime.load(path, threads=threads)
                 except Exception as exc:
-                    raise InferFailure("load", f"could not load the model: {type(exc).__name__}: {exc}") from None
+                    raise InferFailure(
+                        "load", f"could not load the model: {type(exc).__name__}: {exc}"
+                    ) from None
                 loaded[key] = model
                 while len(loaded) > KEEP_LOADED:
                     loaded.popitem(last=False)[1].close()
             loaded.move_to_end(key)
             if len(arrays) != len(model.inputs):
-                raise InferFailure("bad_input", f"model takes {len(model.inputs)} inputs, got {len(arrays)}")
+                raise InferFailure(
+                    "bad_input", f"model takes {len(model.inputs)} inputs, got {len(arrays)}"
+                )
             if not raw:
                 arrays = [to_model_input(a, s) for a, s in zip(arrays, model.inputs)]
             t0 = time.perf_counter()
@@ -93,7 +97,9 @@ def _worker_main(conn) -> None:
             except InferFailure:
                 raise
             except Exception as exc:
-                raise InferFailure("run", f"inference failed: {type(exc).__name__}: {exc}") from None
+                raise InferFailure(
+                    "run", f"inference failed: {type(exc).__name__}: {exc}"
+                ) from None
             compute_ms = (time.perf_counter() - t0) * 1e3
             if not raw:
                 outs = [from_model_output(o, s) for o, s in zip(outs, model.outputs)]
@@ -131,7 +137,9 @@ class InferPool:
                 self._conn.send((path, fmt, runtime, threads, arrays, raw))
                 if not self._conn.poll(self.timeout_s):
                     self._restart()
-                    raise InferFailure("timeout", f"inference did not finish within {self.timeout_s:g} s")
+                    raise InferFailure(
+                        "timeout", f"inference did not finish within {self.timeout_s:g} s"
+                    )
                 reply = self._conn.recv()
             except (EOFError, BrokenPipeError, ConnectionResetError):
                 code = self._proc.exitcode if self._proc else None

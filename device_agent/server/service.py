@@ -65,12 +65,21 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
         )
         for s in runtime_statuses():
             info.runtimes.add(
-                name=s.name, available=s.available, version=s.version, module=s.module,
-                reason=s.reason, accelerators=list(s.accelerators),
+                name=s.name,
+                available=s.available,
+                version=s.version,
+                module=s.module,
+                reason=s.reason,
+                accelerators=list(s.accelerators),
             )
         for s in sensor_infos():
-            info.sensors.add(name=s.name, available=s.available, reason=s.reason, rate_hz=s.rate_hz,
-                             detail=s.detail)
+            info.sensors.add(
+                name=s.name,
+                available=s.available,
+                reason=s.reason,
+                rate_hz=s.rate_hz,
+                detail=s.detail,
+            )
         temperature = system_info.temperature_c()
         if temperature is not None:
             info.temperature_c = temperature
@@ -78,7 +87,9 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
 
     def Health(self, request, context) -> pb.HealthReply:
         return pb.HealthReply(
-            ok=True, uptime_s=time.monotonic() - self.started, queued_benchmarks=self.bench_queue.waiting
+            ok=True,
+            uptime_s=time.monotonic() - self.started,
+            queued_benchmarks=self.bench_queue.waiting,
         )
 
     # -- model cache -----------------------------------------------------------
@@ -111,7 +122,9 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
                 yield chunk.data
 
         try:
-            entry = self.cache.store(sha, first.name, first.size_bytes, PB_TO_FORMAT.get(first.format, ""), chunks())
+            entry = self.cache.store(
+                sha, first.name, first.size_bytes, PB_TO_FORMAT.get(first.format, ""), chunks()
+            )
         except TooLargeError as exc:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except BadDigestError as exc:
@@ -123,8 +136,13 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
     def ListModels(self, request, context) -> pb.ListModelsReply:
         reply = pb.ListModelsReply()
         for m in self.cache.list():
-            reply.models.add(sha256=m.sha256, name=m.name, size_bytes=m.size_bytes,
-                             format=FORMAT_TO_PB.get(m.format, 0), stored_unix=m.stored_unix)
+            reply.models.add(
+                sha256=m.sha256,
+                name=m.name,
+                size_bytes=m.size_bytes,
+                format=FORMAT_TO_PB.get(m.format, 0),
+                stored_unix=m.stored_unix,
+            )
         return reply
 
     def DeleteModel(self, request, context) -> pb.DeleteModelReply:
@@ -136,9 +154,13 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
         sha = self._sha_or_abort(request.sha256, context)
         path = self.cache.path_of(sha)
         if path is None:
-            yield pb.BenchmarkEvent(result=pb.BenchmarkResult(
-                sha256=sha, error_kind=pb.ERROR_KIND_UNKNOWN_MODEL,
-                error_message=f"model {sha[:12]} is not in this agent's cache; push it first"))
+            yield pb.BenchmarkEvent(
+                result=pb.BenchmarkResult(
+                    sha256=sha,
+                    error_kind=pb.ERROR_KIND_UNKNOWN_MODEL,
+                    error_message=f"model {sha[:12]} is not in this agent's cache; push it first",
+                )
+            )
             return
         self.cache.touch(sha)
         entry = self.cache.get(sha)
@@ -153,8 +175,13 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
                 if not got_turn:
                     events.put(None)
                     return
-                result = benchmark_in_child(str(path), entry.format, request.options,
-                                            on_progress=events.put, cancelled=cancelled)
+                result = benchmark_in_child(
+                    str(path),
+                    entry.format,
+                    request.options,
+                    on_progress=events.put,
+                    cancelled=cancelled,
+                )
             result.sha256 = sha
             events.put(result)
 
@@ -172,7 +199,9 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
         sha = self._sha_or_abort(request.sha256, context)
         path = self.cache.path_of(sha)
         if path is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"model {sha[:12]} is not in this agent's cache")
+            context.abort(
+                grpc.StatusCode.NOT_FOUND, f"model {sha[:12]} is not in this agent's cache"
+            )
         if not request.inputs:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Infer needs at least one input tensor")
         try:
@@ -196,4 +225,3 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
 
         self.infer_pool.close()
         close_spare_worker()
-

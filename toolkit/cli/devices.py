@@ -44,16 +44,27 @@ def info(device: str, as_json: bool) -> None:
         ("cpu", f"{facts.cpu_model} × {facts.cpu_cores}"),
         ("memory", _gb(facts.memory_total_bytes)),
         ("disk free", _gb(facts.disk_free_bytes)),
-        ("model cache", f"{facts.cache_used_bytes / 2**20:.1f} MB of {facts.cache_quota_bytes / 2**20:.0f} MB"),
-        ("temperature", f"{facts.temperature_c:.1f} °C" if facts.temperature_c is not None else "not readable"),
+        (
+            "model cache",
+            f"{facts.cache_used_bytes / 2**20:.1f} MB of {facts.cache_quota_bytes / 2**20:.0f} MB",
+        ),
+        (
+            "temperature",
+            f"{facts.temperature_c:.1f} °C" if facts.temperature_c is not None else "not readable",
+        ),
         ("agent", f"{facts.agent_version} (protocol v{facts.protocol_version})"),
     ]
     for key, value in rows:
         click.echo(f"{key:<12} {value}")
     click.echo("runtimes")
     for r in facts.runtimes:
-        state = f"{r.module} {r.version}" + (f" [{', '.join(r.accelerators)}]" if r.accelerators else "")
-        click.echo(f"  {r.name:<8} {'yes' if r.available else 'no ':<4} {state if r.available else r.reason}")
+        state = f"{r.module} {r.version}" + (
+            f" [{', '.join(r.accelerators)}]" if r.accelerators else ""
+        )
+        click.echo(
+            f"  {r.name:<8} {'yes' if r.available else 'no ':<4} "
+            f"{state if r.available else r.reason}"
+        )
     click.echo("sensors")
     for s in facts.sensors:
         detail = f"{s.detail} @ {s.rate_hz:g} Hz" if s.available else s.reason

@@ -16,21 +16,42 @@ def measurement_table(m: Measurement) -> list[tuple[str, str]]:
     rows = [
         ("device", f"{m.device_id} ({m.device_arch})"),
         ("model", f"{m.model_name} sha256:{m.model_sha256[:12]}"),
-        ("runtime", f"{m.runtime} {m.runtime_version}, threads {m.threads or 'default'}, {m.accelerator}"),
+        (
+            "runtime",
+            f"{m.runtime} {m.runtime_version}, threads {m.threads or 'default'}, {m.accelerator}",
+        ),
     ]
     if lat:
         rows += [
-            ("latency", f"p50 {lat.p50_ms:.4g} ms  p90 {lat.p90_ms:.4g} ms  p99 {lat.p99_ms:.4g} ms"),
-            ("", f"mean {lat.mean_ms:.4g} ± {lat.std_ms:.3g} ms (CV {lat.cv:.1%}), "
-                 f"min {lat.min_ms:.4g}, max {lat.max_ms:.4g}, n {lat.n}"),
+            (
+                "latency",
+                f"p50 {lat.p50_ms:.4g} ms  p90 {lat.p90_ms:.4g} ms  p99 {lat.p99_ms:.4g} ms",
+            ),
+            (
+                "",
+                f"mean {lat.mean_ms:.4g} ± {lat.std_ms:.3g} ms (CV {lat.cv:.1%}), "
+                f"min {lat.min_ms:.4g}, max {lat.max_ms:.4g}, n {lat.n}",
+            ),
             ("load", f"{m.load_ms:.1f} ms, first inference {m.first_inference_ms:.3g} ms"),
         ]
     if mem:
         arena = f", TFLM arena {mem.tflm_arena_bytes} B" if mem.tflm_arena_bytes else ""
-        rows.append(("memory", f"peak RSS +{mem.peak_rss_mb:.1f} MB, file {mem.model_size_bytes / 1024:.1f} KB{arena}"))
+        rows.append(
+            (
+                "memory",
+                f"peak RSS +{mem.peak_rss_mb:.1f} MB, "
+                f"file {mem.model_size_bytes / 1024:.1f} KB{arena}",
+            )
+        )
     if pw:
-        rows.append(("power", f"{pw.mean_w:.2f} W (idle {pw.idle_w:.2f} W), "
-                              f"{pw.energy_per_inference_mj:.3g} mJ/inference [{pw.sensor}, {pw.samples} samples]"))
+        rows.append(
+            (
+                "power",
+                f"{pw.mean_w:.2f} W (idle {pw.idle_w:.2f} W), "
+                f"{pw.energy_per_inference_mj:.3g} mJ/inference "
+                f"[{pw.sensor}, {pw.samples} samples]",
+            )
+        )
     else:
         rows.append(("power", "no power sensor readable on this device"))
     for warning in m.warnings:
@@ -40,23 +61,45 @@ def measurement_table(m: Measurement) -> list[tuple[str, str]]:
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--device", default="local", show_default=True, help="local, host:port, or a profile name/path.")
-@click.option("--runtime", type=click.Choice(["tflite", "onnx", "torch", "tflm"]), help="Default: from the file type.")
-@click.option("--threads", type=int, default=0, help="Runtime threads (default: the runtime's or the profile's).")
+@click.option(
+    "--device", default="local", show_default=True, help="local, host:port, or a profile name/path."
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["tflite", "onnx", "torch", "tflm"]),
+    help="Default: from the file type.",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=0,
+    help="Runtime threads (default: the runtime's or the profile's).",
+)
 @click.option("--runs", type=int, default=0, help="Minimum timed runs [20].")
 @click.option("--warmup", type=int, default=0, help="Warm-up runs [5].")
-@click.option("--min-seconds", type=float, default=0.0, help="Minimum timed duration in seconds [1.0].")
+@click.option(
+    "--min-seconds", type=float, default=0.0, help="Minimum timed duration in seconds [1.0]."
+)
 @click.option("--timeout", type=float, default=0.0, help="Benchmark timeout in seconds [300].")
 @click.option("--power-sensor", default="", help="Sensor name, or 'none' [first available].")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
-def profile(model, device, runtime, threads, runs, warmup, min_seconds, timeout, power_sensor, as_json) -> None:
+def profile(
+    model, device, runtime, threads, runs, warmup, min_seconds, timeout, power_sensor, as_json
+) -> None:
     """Measure MODEL (.tflite, .onnx, .pt2) on a device and append it to the results store."""
     from toolkit.cli.progress import ProgressLine
     from toolkit.errors import AgentError
     from toolkit.profiling import profile_model
 
-    options = BenchmarkOptions(runtime=runtime or "", threads=threads, min_runs=runs, warmup_runs=warmup,
-                               min_seconds=min_seconds, timeout_seconds=timeout, power_sensor=power_sensor)
+    options = BenchmarkOptions(
+        runtime=runtime or "",
+        threads=threads,
+        min_runs=runs,
+        warmup_runs=warmup,
+        min_seconds=min_seconds,
+        timeout_seconds=timeout,
+        power_sensor=power_sensor,
+    )
     progress = ProgressLine(f"{Path(model).name} on {device}", enabled=not as_json)
     try:
         m = profile_model(model, device=device, options=options, on_progress=progress)
@@ -68,4 +111,6 @@ def profile(model, device, runtime, threads, runs, warmup, min_seconds, timeout,
         for key, value in measurement_table(m):
             click.echo(f"{key:<10} {value}")
     if not m.ok:
-        raise AgentError(f"device {m.device_id}: benchmark failed ({m.error_kind}): {m.error_message}")
+        raise AgentError(
+            f"device {m.device_id}: benchmark failed ({m.error_kind}): {m.error_message}"
+        )

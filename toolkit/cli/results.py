@@ -6,17 +6,38 @@ import sys
 
 import click
 
-TABLE_COLUMNS = ["id", "timestamp", "device_id", "model_name", "runtime", "threads", "p50_ms", "p90_ms",
-                 "peak_rss_mb", "energy_mj", "ok"]
+TABLE_COLUMNS = [
+    "id",
+    "timestamp",
+    "device_id",
+    "model_name",
+    "runtime",
+    "threads",
+    "p50_ms",
+    "p90_ms",
+    "peak_rss_mb",
+    "energy_mj",
+    "ok",
+]
 
 
 @click.command()
 @click.option("--device", help="Only this device id or hostname.")
 @click.option("--model", help="Only this model (sha256 prefix or name).")
 @click.option("--run", "run_id", help="Only this run id.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
-              show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file (required for parquet).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    help="Write to a file (required for parquet).",
+)
 def results(device, model, run_id, fmt, output) -> None:
     """Show stored measurements (a pandas DataFrame underneath)."""
     import pandas as pd
@@ -40,7 +61,9 @@ def results(device, model, run_id, fmt, output) -> None:
             text = "no measurements stored yet (run `edgeloop profile MODEL`)"
         else:
             shown = frame[TABLE_COLUMNS].copy()
-            shown["timestamp"] = pd.to_datetime(shown["timestamp"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S")
+            shown["timestamp"] = pd.to_datetime(shown["timestamp"], unit="s").dt.strftime(
+                "%Y-%m-%d %H:%M:%S"
+            )
             shown["model_name"] = shown["model_name"].str.slice(0, 28)
             text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
     if output:

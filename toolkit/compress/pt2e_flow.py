@@ -22,20 +22,38 @@ class SampleLoop(nn.Module):
         return torch.cat([self.graph(x[i : i + 1]) for i in range(x.shape[0])])
 
 
+def export_program(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
+    """torch.export of `model`: with a dynamic batch dimension when the model allows it,
+    else with `input_shape` exactly."""
+    try:
+        model.eval()
+    except (NotImplementedError, RuntimeError):
+        pass  # an exported graph keeps the mode it was exported in
+    sample = torch.zeros((2, *input_shape[1:]))
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    try:
+        return torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
+    except Exception:  # the model specialises its batch size: export it static
+        return torch.export.export(model, (torch.zeros(input_shape),))
+
+
 def export_graph(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[Any, bool]:
     """Exports `model` for PT2E; returns (graph module, whether its batch size is dynamic).
 
     A dynamic batch dimension is tried first (fast calibration and training); a model that
     fixes its batch size is exported with `input_shape` as given.
     """
-    model = model.eval()
-    sample = torch.zeros((2, *input_shape[1:]))
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    try:
-        program = torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
-        return program.module(), True
-    except Exception:  # the model specialises its batch size: export it static
-        return torch.export.export(model, (torch.zeros(input_shape),)).module(), False
+    program = export_program(model, input_shape)
+    return program.module(), batch_is_dynamic(program)
+
+
+def batch_is_dynamic(program: Any) -> bool:
+    """Whether the first user input of an ExportedProgram has a symbolic batch dimension."""
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs:
+            value = node.meta.get("val")
+            return value is not None and not isinstance(value.shape[0], int)
+    return False
 
 
 def run_batches(graph: Callable, inputs: torch.Tensor, dynamic: bool, size: int = 64) -> None:

@@ -66,9 +66,9 @@ class QuantizeStep(CompressionStep):
         lr: QAT learning rate (qat). Default 1e-4.
         keep_float: layer names kept in `float_precision`, the rest int8 (mixed).
         layers: explicit map layer name -> int8 | fp16 | fp32 (mixed); unnamed layers int8.
-        auto_keep: with neither keep_float nor layers, keep this many layers in float, chosen
-            by a quick sensitivity measure (accuracy drop when only that layer is int8).
-            Default 1.
+        auto_keep: with neither keep_float nor layers, keep this many layers in float, the
+            most sensitive by a quick measure: each layer alone in int8, ranked by accuracy
+            drop, then by relative output error, on 512 held-out training samples. Default 1.
         float_precision: precision of kept layers: `fp16` (weights rounded to fp16) or `fp32`.
             Default fp16. Exported artifacts store fp16-rounded layers as fp32 tensors.
     """

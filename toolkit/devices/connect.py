@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Union
+from typing import Union
 
 from toolkit.devices.profile import DeviceProfile, _looks_like_address, load_profile
 from toolkit.errors import ConfigError
@@ -11,7 +12,7 @@ from toolkit.transport.grpc_client import DeviceClient
 
 
 def resolve_profile(spec: Union[str, DeviceProfile]) -> DeviceProfile:
-    """"local", "host:port", or a profile name/path → DeviceProfile."""
+    """ "local", "host:port", or a profile name/path → DeviceProfile."""
     if isinstance(spec, DeviceProfile):
         return spec
     if spec == "local":
@@ -23,7 +24,7 @@ def resolve_profile(spec: Union[str, DeviceProfile]) -> DeviceProfile:
 
 @contextmanager
 def open_device(spec: Union[str, DeviceProfile]) -> Iterator[DeviceClient]:
-    """Yields a connected client for the device; starts/stops what it needs (local agent, tunnel)."""
+    """Yields a connected client; starts and stops what it needs (local agent, tunnel)."""
     profile = resolve_profile(spec)
     if profile.transport == "local":
         from toolkit.transport.local import local_agent

@@ -69,10 +69,15 @@ class DeviceInfo:
             max_model_bytes=msg.max_model_bytes,
             temperature_c=msg.temperature_c if msg.HasField("temperature_c") else None,
             runtimes=tuple(
-                RuntimeOnDevice(r.name, r.available, r.version, r.module, r.reason, tuple(r.accelerators))
+                RuntimeOnDevice(
+                    r.name, r.available, r.version, r.module, r.reason, tuple(r.accelerators)
+                )
                 for r in msg.runtimes
             ),
-            sensors=tuple(SensorOnDevice(s.name, s.available, s.reason, s.rate_hz, s.detail) for s in msg.sensors),
+            sensors=tuple(
+                SensorOnDevice(s.name, s.available, s.reason, s.rate_hz, s.detail)
+                for s in msg.sensors
+            ),
             address=address,
         )
 

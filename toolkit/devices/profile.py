@@ -38,13 +38,19 @@ class Budgets:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"{where}: budgets.{key}: expected a positive number, got {value!r}")
+                raise ConfigError(
+                    f"{where}: budgets.{key}: expected a positive number, got {value!r}"
+                )
             values[key] = float(value)
         return cls(**values)
 
     def items(self) -> list[tuple[str, float]]:
         """The budgets that are set, as (name, limit) pairs."""
-        return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
+        return [
+            (f.name, getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        ]
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,9 @@ class DeviceProfile:
     def __post_init__(self) -> None:
         where = self.source or f"profile {self.name!r}"
         if self.transport not in TRANSPORTS:
-            raise ConfigError(f"{where}: transport: expected one of {TRANSPORTS}, got {self.transport!r}")
+            raise ConfigError(
+                f"{where}: transport: expected one of {TRANSPORTS}, got {self.transport!r}"
+            )
         if self.tunnel not in TUNNELS:
             raise ConfigError(f"{where}: tunnel: expected 'ssh' or nothing, got {self.tunnel!r}")
         if self.transport == "grpc" and not self.address and self.tunnel != "ssh":
@@ -113,7 +121,9 @@ class DeviceProfile:
         known = {f.name for f in fields(cls)} - {"source"}
         unknown = set(raw) - known
         if unknown:
-            raise ConfigError(f"{where}: {sorted(unknown)[0]}: unknown field; expected one of {sorted(known)}")
+            raise ConfigError(
+                f"{where}: {sorted(unknown)[0]}: unknown field; expected one of {sorted(known)}"
+            )
         if not raw.get("name") or not isinstance(raw["name"], str):
             raise ConfigError(f"{where}: name: expected a non-empty string")
         values = dict(raw)
@@ -149,7 +159,9 @@ def _sub(kind: type, raw: Any, where: str, key: str) -> Any:
     known = {f.name for f in fields(kind)}
     for name in raw:
         if name not in known:
-            raise ConfigError(f"{where}: {key}.{name}: unknown field; expected one of {sorted(known)}")
+            raise ConfigError(
+                f"{where}: {key}.{name}: unknown field; expected one of {sorted(known)}"
+            )
     try:
         return kind(**raw)
     except TypeError as exc:

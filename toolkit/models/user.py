@@ -64,7 +64,10 @@ def load_exported(path: Path) -> tuple[nn.Module, tuple[int, ...]]:
     except Exception as exc:  # torch raises many kinds for a bad archive
         raise ModelFileError(f"model {path}: not a torch.export .pt2 archive: {exc}") from exc
     shape: tuple[int, ...] = ()
-    example = program.example_inputs
-    if example and example[0]:
-        shape = tuple(example[0][0].shape)
+    for node in program.graph.nodes:  # the first user input's traced shape
+        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs:
+            value = node.meta.get("val")
+            if value is not None:
+                shape = tuple(d if isinstance(d, int) else 1 for d in value.shape)
+            break
     return program.module(), shape

@@ -20,11 +20,42 @@ from toolkit.paths import edgeloop_home
 
 SCHEMA_VERSION = 1
 _FLAT = [
-    "timestamp", "ok", "error_kind", "error_message", "device_id", "device_hostname", "device_arch",
-    "model_sha256", "model_name", "runtime", "runtime_version", "threads", "accelerator", "n",
-    "mean_ms", "std_ms", "cv", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "load_ms",
-    "first_inference_ms", "peak_rss_mb", "model_size_bytes", "tflm_arena_bytes", "power_sensor",
-    "mean_w", "idle_w", "energy_mj", "warnings", "toolkit_version", "agent_version", "protocol_version",
+    "timestamp",
+    "ok",
+    "error_kind",
+    "error_message",
+    "device_id",
+    "device_hostname",
+    "device_arch",
+    "model_sha256",
+    "model_name",
+    "runtime",
+    "runtime_version",
+    "threads",
+    "accelerator",
+    "n",
+    "mean_ms",
+    "std_ms",
+    "cv",
+    "min_ms",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "load_ms",
+    "first_inference_ms",
+    "peak_rss_mb",
+    "model_size_bytes",
+    "tflm_arena_bytes",
+    "power_sensor",
+    "mean_w",
+    "idle_w",
+    "energy_mj",
+    "warnings",
+    "toolkit_version",
+    "agent_version",
+    "protocol_version",
 ]
 
 
@@ -45,7 +76,9 @@ class ResultsStore:
                 f"CREATE TABLE IF NOT EXISTS measurements (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                 f"run_id TEXT, options_json TEXT, record_json TEXT, extra_json TEXT, {cols})"
             )
-            db.execute("CREATE INDEX IF NOT EXISTS by_model ON measurements (model_sha256, device_id)")
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS by_model ON measurements (model_sha256, device_id)"
+            )
             db.execute("CREATE INDEX IF NOT EXISTS by_run ON measurements (run_id)")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -54,8 +87,12 @@ class ResultsStore:
         db.execute("PRAGMA journal_mode=WAL")
         return db
 
-    def append(self, measurement: Measurement, run_id: Optional[str] = None,
-               extra: Optional[dict[str, Any]] = None) -> int:
+    def append(
+        self,
+        measurement: Measurement,
+        run_id: Optional[str] = None,
+        extra: Optional[dict[str, Any]] = None,
+    ) -> int:
         """Writes one measurement now (committed before returning); returns its row id."""
         row = measurement.to_row()
         values = [row[c] for c in _FLAT]
@@ -67,13 +104,19 @@ class ResultsStore:
             json.dumps(extra or {}, sort_keys=True, default=str),
             *values,
         ]
-        sql = f"INSERT INTO measurements ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        sql = (
+            f"INSERT INTO measurements ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        )
         with self._lock, self._connect() as db:
             cur = db.execute(sql, params)
             return int(cur.lastrowid)
 
-    def query(self, device: Optional[str] = None, model: Optional[str] = None,
-              run_id: Optional[str] = None) -> pd.DataFrame:
+    def query(
+        self,
+        device: Optional[str] = None,
+        model: Optional[str] = None,
+        run_id: Optional[str] = None,
+    ) -> pd.DataFrame:
         """Rows as a DataFrame, oldest first. `model` matches a sha256 prefix or a model name."""
         where, params = [], []
         if device:
@@ -85,7 +128,11 @@ class ResultsStore:
         if run_id:
             where.append("run_id = ?")
             params.append(run_id)
-        sql = "SELECT id, run_id, options_json, extra_json, " + ", ".join(_FLAT) + " FROM measurements"
+        sql = (
+            "SELECT id, run_id, options_json, extra_json, "
+            + ", ".join(_FLAT)
+            + " FROM measurements"
+        )
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id"
@@ -97,13 +144,17 @@ class ResultsStore:
     def record(self, row_id: int) -> Measurement:
         """The full measurement (raw samples included) stored under a row id."""
         with self._connect() as db:
-            found = db.execute("SELECT record_json FROM measurements WHERE id = ?", (row_id,)).fetchone()
+            found = db.execute(
+                "SELECT record_json FROM measurements WHERE id = ?", (row_id,)
+            ).fetchone()
         if found is None:
             raise KeyError(f"no measurement with id {row_id} in {self.path}")
         return Measurement.from_json(json.loads(found[0]))
 
-    def find(self, model_sha256: str, device_id: str, options: BenchmarkOptions) -> Optional[Measurement]:
-        """The latest successful measurement of that model on that device, asked with those options."""
+    def find(
+        self, model_sha256: str, device_id: str, options: BenchmarkOptions
+    ) -> Optional[Measurement]:
+        """The latest successful measurement of that model on that device with those options."""
         with self._connect() as db:
             found = db.execute(
                 "SELECT record_json FROM measurements WHERE model_sha256 = ? AND device_id = ? "

@@ -67,7 +67,9 @@ class DeviceClient:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=Path(tls.ca_file).expanduser().read_bytes(),
                 private_key=Path(tls.key_file).expanduser().read_bytes() if tls.key_file else None,
-                certificate_chain=Path(tls.cert_file).expanduser().read_bytes() if tls.cert_file else None,
+                certificate_chain=Path(tls.cert_file).expanduser().read_bytes()
+                if tls.cert_file
+                else None,
             )
             if tls.server_name:
                 options.append(("grpc.ssl_target_name_override", tls.server_name))
@@ -83,7 +85,8 @@ class DeviceClient:
         except grpc.FutureTimeoutError:
             self._channel.close()
             raise AgentUnreachableError(
-                f"device {self.name}: no agent answered at {address} within {connect_timeout_s:g} s "
+                f"device {self.name}: no agent answered at {address} "
+                f"within {connect_timeout_s:g} s "
                 "(is `edgeloop agent serve` running there, and the address right?)"
             ) from None
         self.info()
@@ -144,8 +147,13 @@ class DeviceClient:
                 while True:
                     data = f.read(CHUNK_BYTES)
                     if first:
-                        yield pb.ModelChunk(sha256=sha, name=name or path.name, size_bytes=size,
-                                            format=FORMAT_TO_PB[fmt], data=data)
+                        yield pb.ModelChunk(
+                            sha256=sha,
+                            name=name or path.name,
+                            size_bytes=size,
+                            format=FORMAT_TO_PB[fmt],
+                            data=data,
+                        )
                         first = False
                     elif data:
                         yield pb.ModelChunk(data=data)
@@ -164,7 +172,11 @@ class DeviceClient:
     def _resolve(self, model: Union[str, Path]) -> tuple[str, str]:
         """(sha256, display name) for a path (pushed if needed) or a sha256 string."""
         text = str(model)
-        if len(text) == 64 and all(c in "0123456789abcdef" for c in text) and not Path(text).exists():
+        if (
+            len(text) == 64
+            and all(c in "0123456789abcdef" for c in text)
+            and not Path(text).exists()
+        ):
             return text, text[:12]
         path = Path(model)
         if not path.exists():
@@ -174,7 +186,7 @@ class DeviceClient:
     def benchmark(
         self,
         model: Union[str, Path],
-        options: BenchmarkOptions = BenchmarkOptions(),
+        options: Optional[BenchmarkOptions] = None,
         on_progress: Optional[OnProgress] = None,
         name: str = "",
     ) -> Measurement:
@@ -183,6 +195,7 @@ class DeviceClient:
         A failure on the device (crash, timeout, load error) comes back as a Measurement with
         ok=False; only transport problems raise.
         """
+        options = options or BenchmarkOptions()
         sha, display = self._resolve(model)
         request = pb.BenchmarkRequest(sha256=sha, options=options.to_proto())
         timeout = (options.timeout_seconds or 300.0) * 4 + 60  # the queue may hold it a while
@@ -198,7 +211,9 @@ class DeviceClient:
             raise self._error("Benchmark", exc) from None
         if result is None:
             raise AgentError(f"device {self.name}: Benchmark stream ended without a result")
-        return Measurement.from_proto(result, self.info(), model_name=name or display, requested=options)
+        return Measurement.from_proto(
+            result, self.info(), model_name=name or display, requested=options
+        )
 
     def infer(
         self,

@@ -7,9 +7,10 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from toolkit.errors import AgentUnreachableError
 from toolkit.paths import edgeloop_home
@@ -22,12 +23,29 @@ START_TIMEOUT_S = 60.0
 class AgentProcess:
     """A spawned `python -m device_agent serve` on a free loopback port."""
 
-    def __init__(self, cache_dir: Path, extra_args: tuple[str, ...] = (), env: Optional[dict] = None):
-        cmd = [sys.executable, "-m", "device_agent", "serve", "--host", "127.0.0.1", "--port", "0",
-               "--cache-dir", str(cache_dir), *extra_args]
+    def __init__(
+        self, cache_dir: Path, extra_args: tuple[str, ...] = (), env: Optional[dict] = None
+    ):
+        cmd = [
+            sys.executable,
+            "-m",
+            "device_agent",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--cache-dir",
+            str(cache_dir),
+            *extra_args,
+        ]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
         self.address = self._wait_ready()
 
@@ -38,7 +56,7 @@ class AgentProcess:
         def read() -> None:
             for line in self.proc.stdout:
                 if line.startswith(READY_PREFIX):
-                    found.append(line[len(READY_PREFIX):].strip())
+                    found.append(line[len(READY_PREFIX) :].strip())
                     break
             done.set()
 
@@ -46,7 +64,9 @@ class AgentProcess:
         if not done.wait(START_TIMEOUT_S) or not found:
             self.stop()
             err = self.proc.stderr.read()[-600:] if self.proc.stderr else ""
-            raise AgentUnreachableError(f"local agent did not start within {START_TIMEOUT_S:g} s: {err.strip()}")
+            raise AgentUnreachableError(
+                f"local agent did not start within {START_TIMEOUT_S:g} s: {err.strip()}"
+            )
         return found[0]
 
     @property

@@ -26,7 +26,9 @@ def model_format(path: Path) -> str:
         head = f.read(16)
     sniffed = detect_format(head)
     if sniffed != fmt:
-        raise ModelFileError(f"{path}: does not look like a {fmt} model (its first bytes do not match)")
+        raise ModelFileError(
+            f"{path}: does not look like a {fmt} model (its first bytes do not match)"
+        )
     return fmt
 
 

@@ -58,16 +58,18 @@ class Builder:
         root: folder for the artifacts.
         db: the run's database (builds are recorded there).
         log: receives progress lines.
+        seed: seed for the compression steps (default 0).
     """
 
     def __init__(self, module: Any, input_shape: tuple[int, ...], data: Any, root: Path,
-                 db: TrialDB, log: Optional[Callable[[str], None]] = None) -> None:
+                 db: TrialDB, log: Optional[Callable[[str], None]] = None, seed: int = 0) -> None:
         self.module = module
         self.input_shape = tuple(input_shape)
         self.data = data
         self.root = Path(root)
         self.db = db
         self.log = log
+        self.seed = seed
         self._models: OrderedDict[str, Any] = OrderedDict()
 
     def build(self, candidate: Candidate) -> Build:
@@ -86,8 +88,8 @@ class Builder:
         start, model = self._continue_from(recipe)
         out = self.root / candidate.recipe_key
         rest = recipe[start:]
-        result = compress(copy.deepcopy(model), load_recipe(rest), self.data, out,
-                          export=("tflite",), input_shape=self.input_shape, log=self.log)
+        result = compress(model, load_recipe(rest), self.data, out, export=("tflite",),
+                          input_shape=self.input_shape, log=self.log, seed=self.seed)
         if all(next(iter(step)) in CONTINUABLE for step in recipe):
             self._remember(candidate.recipe_key, result.torch_model)
         artifact = Path(result.artifacts["tflite"])

@@ -72,7 +72,7 @@ def run_tune(config: TuneConfig, store: Optional[ResultsStore] = None,
     with open_devices(config.devices) as devices:
         measurer = Measurer(devices, db, store, config.run_id, config.bench)
         builder = Builder(loaded.module, loaded.input_shape, data, config.run_dir / "artifacts",
-                          db, log=log)
+                          db, log=log, seed=config.seed)
         session = Session(config, db, builder, measurer, devices, data, live,
                           {t.candidate.key: t for t in db.trials()})
         try:
