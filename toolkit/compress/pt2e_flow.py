@@ -70,7 +70,7 @@ def quantize_ptq(model: nn.Module, quantizer: Any, input_shape: tuple[int, ...],
     graph, dynamic = export_graph(model, input_shape)
     prepared = prepare_pt2e(graph, quantizer)
     run_batches(prepared, calibration, dynamic)
-    converted = convert_pt2e(prepared, fold_quantize=False)
+    converted = _eval_mode(convert_pt2e(prepared, fold_quantize=False))
     return converted, (converted if dynamic else SampleLoop(converted))
 
 
@@ -103,8 +103,15 @@ def quantize_qat(
         k: v for k, v in prepared.state_dict().items() if k in own and v.shape == own[k].shape
     }
     trained.load_state_dict(learned, strict=False)
-    converted = convert_pt2e(prepared, fold_quantize=False)
+    converted = _eval_mode(convert_pt2e(prepared, fold_quantize=False))
     return converted, converted, trained.eval()
+
+
+def _eval_mode(graph: Any) -> Any:
+    """Lets an exported graph switch modes (train()/eval()) and puts it in eval mode."""
+    allow_exported_model_train_eval(graph)
+    graph.eval()
+    return graph
 
 
 def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:

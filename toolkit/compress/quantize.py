@@ -13,6 +13,7 @@ from typing import Any, Optional
 from torch import nn
 
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
+from toolkit.errors import RecipeError
 from toolkit.export.plan import GRANULARITIES, OBSERVERS, PRECISIONS, SCHEMES, QuantizationPlan
 
 _ONLY = {  # parameter -> schemes it applies to
@@ -86,7 +87,8 @@ class QuantizeStep(CompressionStep):
             raise self.error("scheme", f"one of {list(SCHEMES)}", scheme)
         for name in params:
             if name in _ONLY and scheme not in _ONLY[name]:
-                raise self.error(name, f"only with scheme {' or '.join(_ONLY[name])}", scheme)
+                raise RecipeError(f"{self.where}: {self.key}.{name}: applies only to scheme "
+                                  f"{' or '.join(_ONLY[name])}, not {scheme}")
         p = QuantizeParams(**params)
         self._check_int(p.calibration, "calibration", 1, 100_000)
         self._check_int(p.epochs, "epochs", 0, 1000)

@@ -40,6 +40,7 @@ def export_tflite(
         ExportError: litert-torch could not convert the model.
     """
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the converter's C++ INFO lines
     import litert_torch
 
     path = Path(path)

@@ -1,0 +1,92 @@
+"""`edgeloop compress MODEL --recipe R.yaml --data D --out DIR`: compress, export, card."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Optional
+
+import click
+
+
+def recipe_help() -> str:
+    """Every recipe key with its parameters, from the step classes' docstrings."""
+    from toolkit.compress.recipe import register_all_steps
+
+    parts = [
+        "A recipe is YAML: a mapping of steps in the order written, or a list of one-key",
+        "mappings when a step repeats; an empty file exports the fp32 model unchanged.",
+        "",
+        "  prune: {method: l1-structured, amount: 0.3}",
+        "  finetune: {epochs: 2}",
+        "  quantize: {scheme: int8-static, calibration: 128}",
+        "",
+    ]
+    for key, cls in sorted(register_all_steps().items()):
+        parts.append(key)
+        doc = inspect.getdoc(cls) or "(no description)"
+        parts.extend(f"    {line}".rstrip() for line in doc.splitlines())
+        parts.append("")
+    return "\n".join(parts)
+
+
+def parse_shape(text: str) -> Optional[tuple[int, ...]]:
+    """'1,1,8,8' → (1, 1, 8, 8); '' → None."""
+    if not text:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected integers such as 1,1,8,8, got {text!r}") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise click.BadParameter(f"expected positive integers such as 1,1,8,8, got {text!r}")
+    return shape
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--recipe", type=click.Path(path_type=Path),
+              help="Recipe YAML (see --help-recipe); omitted or empty: export only.")
+@click.option("--data", default="digits", show_default=True,
+              help="digits, a .npz with x and y, or module:function returning a DataLoader.")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--export", "formats", default="tflite", show_default=True,
+              help="Comma-separated formats: tflite, onnx.")
+@click.option("--input-shape", default="", help="Input shape with batch, e.g. 1,1,8,8.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the steps.")
+@click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
+@click.option("--help-recipe", is_flag=True, help="Print every recipe key and parameter.")
+def compress(model, recipe, data, out, formats, input_shape, seed, as_json, help_recipe) -> None:
+    """Compress MODEL with a recipe, export TFLite/ONNX, and write a model card.
+
+    MODEL is digits-cnn, digits-mlp, path/to/file.py:function, module:function, or a .pt2.
+    """
+    if help_recipe:
+        click.echo(recipe_help())
+        return
+    if not model or out is None:
+        raise click.UsageError("MODEL and --out are required (or use --help-recipe)")
+    from toolkit.compress.pipeline import compress as run
+
+    def log(line: str) -> None:
+        click.echo(line, err=True)
+
+    result = run(model, recipe, data, out, export=formats.split(","),
+                 input_shape=parse_shape(input_shape), log=log, seed=seed)
+    card = result.card
+    if as_json:
+        payload = {"card": card.to_json(), "card_path": str(result.card_path),
+                   "artifacts": {k: str(v) for k, v in result.artifacts.items()}}
+        click.echo(json.dumps(payload, indent=2, default=str))
+        return
+    click.echo(f"model      {card.model} → {result.card_path.parent}")
+    click.echo(f"accuracy   {card.accuracy_before_pct:.2f}% → {card.accuracy_after_pct:.2f}% "
+               "(host, torch)")
+    click.echo(f"parameters {card.parent_parameters_total} → {card.parameters_total} "
+               f"({card.parameters_nonzero} nonzero); MACs {card.parent_macs} → {card.macs}")
+    click.echo(f"weights    {card.weights_fp32_bytes} B fp32, {card.weights_stored_bytes} B "
+               f"stored, {card.weights_huffman_bytes} B Huffman-coded")
+    for fmt, art in card.artifacts.items():
+        acc = "" if art.host_accuracy_pct is None else f", accuracy {art.host_accuracy_pct:.2f}%"
+        click.echo(f"{fmt:<10} {art.path}: {art.size_bytes} B {art.dtype}{acc}")

@@ -1,0 +1,44 @@
+"""`edgeloop evaluate ARTIFACT --data D --device DEV`: accuracy measured on the device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--data", default="digits", show_default=True,
+              help="digits, a .npz with x and y, or module:function returning a DataLoader.")
+@click.option("--device", default="local", show_default=True,
+              help="local, host:port, or a profile name/path.")
+@click.option("--reference-model", default="",
+              help="Torch model to compare outputs with (e.g. the model.pt2 beside the artifact).")
+@click.option("--runtime", default="", help="Device runtime (default: by file type).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Samples per Infer call.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(artifact, data, device, reference_model, runtime, batch_size, as_json) -> None:
+    """Run the test split of DATA through ARTIFACT on a device and report its accuracy."""
+    from toolkit.data import load_dataset
+    from toolkit.devices.connect import open_device
+    from toolkit.evaluate import evaluate_on_device
+    from toolkit.models import load_model
+
+    dataset = load_dataset(data)
+    reference = load_model(reference_model).module if reference_model else None
+    with open_device(device) as client:
+        result = evaluate_on_device(artifact, dataset, client, reference_model=reference,
+                                    runtime=runtime, batch_size=batch_size)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    click.echo(f"device     {result.device_id or device}")
+    click.echo(f"model      {artifact.name} sha256:{result.model_sha256[:12]}")
+    click.echo(f"accuracy   {result.accuracy_pct:.2f}% on {result.n} samples "
+               f"({dataset.name} test split, batches of {result.batch_size})")
+    if result.max_abs_diff is not None:
+        click.echo(f"vs torch   max abs diff {result.max_abs_diff:.4g}, "
+                   f"top-1 agreement {result.top1_agreement_pct:.1f}%")
