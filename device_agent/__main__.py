@@ -49,16 +49,23 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     with path.open("rb") as f:
         fmt = detect_format(f.read(16))
-    options = pb.BenchmarkOptions(
-        runtime=args.runtime,
-        threads=args.threads,
-        warmup_runs=args.warmup,
-        min_runs=args.runs,
-        min_seconds=args.min_seconds,
-        timeout_seconds=args.timeout,
-        power_sensor=args.power_sensor,
-        find_tflm_arena=args.find_arena,
-    )
+    if args.options_json:
+        try:
+            options = json_format.Parse(args.options_json, pb.BenchmarkOptions())
+        except json_format.ParseError as exc:
+            print(f"error: --options-json: {exc}", file=sys.stderr)
+            return 2
+    else:
+        options = pb.BenchmarkOptions(
+            runtime=args.runtime,
+            threads=args.threads,
+            warmup_runs=args.warmup,
+            min_runs=args.runs,
+            min_seconds=args.min_seconds,
+            timeout_seconds=args.timeout,
+            power_sensor=args.power_sensor,
+            find_tflm_arena=args.find_arena,
+        )
 
     def progress(p: pb.Progress) -> None:
         if not args.json:
@@ -78,6 +85,16 @@ def _bench(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from device_agent.runtimes.registry import runtime_statuses
     from device_agent.sensors.registry import sensor_infos
+
+    if args.json:
+        from google.protobuf import json_format
+
+        from device_agent.cache.model_cache import ModelCache
+        from device_agent.server.info import build_device_info
+
+        cache = ModelCache(Path(args.cache_dir).expanduser())
+        print(json_format.MessageToJson(build_device_info(cache, args.device_id), indent=None))
+        return 0
 
     print(
         json.dumps(
@@ -133,10 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout", type=float, default=0.0)
     b.add_argument("--power-sensor", default="")
     b.add_argument("--find-arena", action="store_true")
+    b.add_argument(
+        "--options-json", default="", help="BenchmarkOptions as JSON (overrides the flags)"
+    )
     b.add_argument("--json", action="store_true", help="print the result as one JSON line")
     b.set_defaults(func=_bench)
 
     i = sub.add_parser("info", help="print runtimes and sensors available here")
+    i.add_argument("--json", action="store_true", help="print the full GetInfo record as JSON")
+    i.add_argument("--cache-dir", default="~/.cache/edgeloop-agent", help="model cache folder")
+    i.add_argument("--device-id", default="", help="device id to report")
     i.set_defaults(func=_info)
     return parser
 

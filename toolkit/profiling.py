@@ -42,13 +42,8 @@ def profile_model(
         options = BenchmarkOptions(**{**options.__dict__, "threads": profile.threads})
     if profile.power_sensor and not options.power_sensor:
         options = BenchmarkOptions(**{**options.__dict__, "power_sensor": profile.power_sensor})
-    if profile.transport == "ssh" and profile.tunnel != "ssh":
-        from toolkit.transport.ssh.oneshot import profile_over_ssh
-
-        measurement = profile_over_ssh(profile, path, options, on_progress=on_progress)
-    else:
-        with open_device(profile) as client:
-            measurement = client.benchmark(path, options, on_progress=on_progress, name=path.name)
+    with open_device(profile) as client:
+        measurement = client.benchmark(path, options, on_progress=on_progress, name=path.name)
     if store:
         target = store if isinstance(store, ResultsStore) else ResultsStore()
         target.append(measurement, run_id=run_id, extra={"device_profile": profile.name})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import queue
 import threading
 import time
@@ -10,16 +9,15 @@ from collections.abc import Iterator
 
 import grpc
 
-from device_agent import __version__, system_info
+from device_agent import system_info
 from device_agent.cache.model_cache import BadDigestError, CacheError, ModelCache, TooLargeError
 from device_agent.measure.runner import benchmark_in_child
-from device_agent.protocol import PROTOCOL_VERSION
 from device_agent.protocol import edgeloop_pb2 as pb
 from device_agent.protocol import edgeloop_pb2_grpc as rpc
 from device_agent.protocol.formats import FORMAT_TO_PB, PB_TO_FORMAT
 from device_agent.protocol.tensors import array_to_tensor, tensor_to_array
-from device_agent.runtimes.registry import runtime_statuses
 from device_agent.server.infer_pool import InferFailure, InferPool
+from device_agent.server.info import build_device_info
 from device_agent.server.queue import BenchmarkQueue
 
 INFER_STATUS = {
@@ -45,45 +43,7 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
 
     # -- identity ------------------------------------------------------------
     def GetInfo(self, request, context) -> pb.DeviceInfo:
-        from device_agent.sensors.registry import sensor_infos
-
-        info = pb.DeviceInfo(
-            device_id=self.device_id,
-            hostname=platform.node(),
-            arch=platform.machine(),
-            os=system_info.os_name(),
-            cpu_model=system_info.cpu_model(),
-            cpu_cores=system_info.cpu_cores(),
-            memory_total_bytes=system_info.memory_total_bytes(),
-            agent_version=__version__,
-            protocol_version=PROTOCOL_VERSION,
-            python_version=platform.python_version(),
-            disk_free_bytes=system_info.disk_free_bytes(self.cache.root),
-            cache_used_bytes=self.cache.used_bytes(),
-            cache_quota_bytes=self.cache.quota_bytes,
-            max_model_bytes=self.cache.max_model_bytes,
-        )
-        for s in runtime_statuses():
-            info.runtimes.add(
-                name=s.name,
-                available=s.available,
-                version=s.version,
-                module=s.module,
-                reason=s.reason,
-                accelerators=list(s.accelerators),
-            )
-        for s in sensor_infos():
-            info.sensors.add(
-                name=s.name,
-                available=s.available,
-                reason=s.reason,
-                rate_hz=s.rate_hz,
-                detail=s.detail,
-            )
-        temperature = system_info.temperature_c()
-        if temperature is not None:
-            info.temperature_c = temperature
-        return info
+        return build_device_info(self.cache, self.device_id)
 
     def Health(self, request, context) -> pb.HealthReply:
         return pb.HealthReply(

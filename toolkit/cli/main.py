@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry: runs the CLI, turning our errors into one line and exit code 1."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="edgeloop", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="edgeloop", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

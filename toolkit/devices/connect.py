@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from typing import Union
 
 from toolkit.devices.profile import DeviceProfile, _looks_like_address, load_profile
-from toolkit.errors import ConfigError
 from toolkit.transport.grpc_client import DeviceClient
 
 
@@ -39,9 +38,11 @@ def open_device(spec: Union[str, DeviceProfile]) -> Iterator[DeviceClient]:
             yield client
         return
     if profile.transport == "ssh":
-        raise ConfigError(
-            f"device {profile.name}: transport ssh has no long-running agent; "
-            "use it with `edgeloop profile`, which runs the one-shot benchmark over SSH"
-        )
+        # No long-running agent: models go by SFTP, benchmarks run one-shot over SSH.
+        from toolkit.transport.ssh.oneshot import open_oneshot_client
+
+        with open_oneshot_client(profile) as client:
+            yield client
+        return
     with DeviceClient(profile.address, tls=profile.tls, name=profile.name) as client:
         yield client

@@ -11,8 +11,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -118,22 +117,3 @@ def load_fleet(path_or_name: str) -> Fleet:
             raise ConfigError(f"fleet {path_or_name!r} not found (searched {searched})")
         path = found
     return Fleet.from_mapping(load_yaml(path), source=str(path))
-
-
-@contextlib.contextmanager
-def open_fleet_device(profile: DeviceProfile) -> Iterator[Any]:
-    """Yields a client for one fleet device: DeviceClient, or the `ssh` transport's client.
-
-    Both offer info(), push(), has_model() and benchmark(); infer() needs an agent (grpc,
-    local, or `tunnel: ssh`).
-    """
-    if profile.transport == "ssh":
-        from toolkit.transport.ssh.oneshot import open_oneshot_client
-
-        with open_oneshot_client(profile) as client:
-            yield client
-        return
-    from toolkit.devices.connect import open_device
-
-    with open_device(profile) as client:
-        yield client

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from toolkit.devices.fleet import Fleet, open_fleet_device
+from toolkit.devices.connect import open_device
+from toolkit.devices.fleet import Fleet
 from toolkit.devices.profile import DeviceProfile
 
 
@@ -59,7 +60,7 @@ def check_device(profile: DeviceProfile) -> DeviceHealth:
     started = time.perf_counter()
     address = profile.address or (f"ssh://{profile.ssh.host}" if profile.ssh else profile.transport)
     try:
-        with open_fleet_device(profile) as client:
+        with open_device(profile) as client:
             info = client.info()
             address = getattr(client, "address", address)
     except Exception as exc:  # noqa: BLE001 - any failure is this device's state, reported

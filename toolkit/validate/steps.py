@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from toolkit.devices.fleet import open_fleet_device
+from toolkit.devices.connect import open_device
 from toolkit.devices.profile import DeviceProfile
 from toolkit.errors import AgentError
 from toolkit.measurement import BenchmarkOptions
@@ -15,7 +15,7 @@ from toolkit.validate.parity import compare
 
 def connect(stack: contextlib.ExitStack, profile: DeviceProfile) -> Outcome:
     """Opens the device (tunnel, local agent or one-shot SSH) and reads its info."""
-    client = stack.enter_context(open_fleet_device(profile))
+    client = stack.enter_context(open_device(profile))
     info = client.info()
     return Outcome(True, f"{info.hostname} ({info.arch}), agent {info.agent_version}, "
                          f"protocol v{info.protocol_version}", value=client)

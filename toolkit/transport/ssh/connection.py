@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -219,8 +220,6 @@ def connect(config: SshConfig, accept_new_host_key: bool = False,
 
 
 def _expand(path: str) -> str:
-    import os
-
     return os.path.expanduser(path)
 
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import shlex
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -26,15 +25,6 @@ from toolkit.measurement import BenchmarkOptions, Measurement
 from toolkit.transport.model_file import file_sha256, model_format
 from toolkit.transport.ssh.connection import SshConnection, connect
 
-# GetInfo's record without a server: the agent's own servicer, asked in-process.
-INFO_SCRIPT = (
-    "import sys; from pathlib import Path; from google.protobuf import json_format; "
-    "from device_agent.cache.model_cache import ModelCache; "
-    "from device_agent.server.service import DeviceAgentService; "
-    "from device_agent.protocol import edgeloop_pb2 as pb; "
-    "s = DeviceAgentService(ModelCache(Path(sys.argv[1]))); "
-    "print(json_format.MessageToJson(s.GetInfo(pb.GetInfoRequest(), None), indent=None))"
-)
 SHA_SCRIPT = (
     "import hashlib, os, sys; p = sys.argv[1]; h = hashlib.sha256()\n"
     "if os.path.isfile(p):\n"
@@ -42,14 +32,6 @@ SHA_SCRIPT = (
     "        [h.update(b) for b in iter(lambda: f.read(1 << 20), b'')]\n"
     "    print(h.hexdigest())"
 )
-# BenchmarkOptions field -> `device_agent bench` flag; the others must stay at their defaults.
-BENCH_FLAGS = {
-    "runtime": "--runtime", "threads": "--threads", "warmup_runs": "--warmup",
-    "min_runs": "--runs", "min_seconds": "--min-seconds", "timeout_seconds": "--timeout",
-    "power_sensor": "--power-sensor",
-}
-
-
 class SshOneShotClient:
     """The `ssh` transport: the subset of DeviceClient that needs no running agent.
 
@@ -83,8 +65,8 @@ class SshOneShotClient:
     def info(self, refresh: bool = False) -> DeviceInfo:
         """The device's GetInfo record, built by the agent's code on the device."""
         if self._info is None or refresh:
-            out = self._python(f"-c {shlex.quote(INFO_SCRIPT)} "
-                               f"{shlex.quote(self.agent_dir + '/cache')}").stdout
+            cache = shlex.quote(self.agent_dir + "/cache")
+            out = self._python(f"-m device_agent info --json --cache-dir {cache}").stdout
             msg = json_format.Parse(_last_json_line(out, self.name), pb.DeviceInfo())
             if msg.protocol_version != PROTOCOL_VERSION:
                 raise ProtocolMismatchError(
@@ -133,7 +115,8 @@ class SshOneShotClient:
             raise ModelFileError(f"{model}: no such model file (nor a sha256 held by {self.name})")
         options = options or BenchmarkOptions()
         args = f"-m device_agent bench {shlex.quote(f'{self.models_dir}/{sha}')} --json "
-        args += " ".join(_bench_flags(options))
+        wire = json_format.MessageToJson(options.to_proto(), indent=None)
+        args += f"--options-json {shlex.quote(wire)}"
         timeout = (options.timeout_seconds or 300.0) + 120.0
         result = self._python(args, timeout_s=timeout, check=False)
         if result.exit_status not in (0, 1):  # 1: the device reports a failed benchmark
@@ -144,7 +127,8 @@ class SshOneShotClient:
         if msg.sha256 and msg.sha256 != sha:
             raise AgentError(f"device {self.name}: benchmarked sha {msg.sha256[:12]}, "
                              f"expected {sha[:12]} (file changed on the device?)")
-        return Measurement.from_proto(msg, self.info(), model_name=name or display)
+        return Measurement.from_proto(msg, self.info(), model_name=name or display,
+                                      requested=options)
 
     def infer(self, *_args: Any, **_kwargs: Any) -> list:
         """Not available: Infer needs a running agent."""
@@ -161,23 +145,6 @@ class SshOneShotClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _bench_flags(options: BenchmarkOptions) -> list[str]:
-    defaults = BenchmarkOptions()
-    flags = []
-    for f in fields(options):
-        value = getattr(options, f.name)
-        if value == getattr(defaults, f.name):
-            continue
-        if f.name == "find_tflm_arena":
-            flags.append("--find-arena")
-        elif f.name in BENCH_FLAGS:
-            flags += [BENCH_FLAGS[f.name], shlex.quote(str(value))]
-        else:
-            raise ConfigError(f"BenchmarkOptions.{f.name}: not supported by transport ssh "
-                              f"(the agent's bench command has no flag for it)")
-    return flags
 
 
 def _last_json_line(stdout: str, device: str) -> str:

@@ -1,0 +1,74 @@
+"""`edgeloop validate ARTIFACT --fleet F`: the pre-rollout gate; exit code 0 only if all pass."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from toolkit.cli.fleet import device_option, fleet_option, select_fleet
+
+
+@click.command("validate")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@fleet_option
+@device_option
+@click.option("--reference-model", help="Torch model spec whose outputs the artifact must match.")
+@click.option("--reference", "reference_npz", type=click.Path(path_type=Path),
+              help="Reference .npz with 'inputs' and 'outputs' arrays (batch first).")
+@click.option("--data", help="Dataset for on-device accuracy (e.g. digits, file.npz).")
+@click.option("--min-accuracy", type=float,
+              help="Accuracy floor in percent (default: reference model's accuracy - 1 pp).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]),
+              default="auto", show_default=True, help="Parity tolerance class.")
+@click.option("--runs", type=int, default=0, help="Timed runs, at least (0: agent default 20).")
+@click.option("--min-seconds", type=float, default=0.0,
+              help="Timed window, at least, in seconds (0: agent default 1.0).")
+@click.option("--workers", type=int, default=0, help="Devices at once (0: all).")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write HTML report.")
+@click.option("--no-store", is_flag=True, help="Do not write measurements to the results store.")
+def validate(artifact: Path, fleet: Optional[str], devices: tuple[str, ...],
+             reference_model: Optional[str], reference_npz: Optional[Path],
+             data: Optional[str], min_accuracy: Optional[float], precision: str, runs: int,
+             min_seconds: float, workers: int, junit_path: Optional[Path],
+             json_path: Optional[Path], html_path: Optional[Path], no_store: bool) -> None:
+    """Validate ARTIFACT on every device of a fleet: budgets, parity, accuracy."""
+    from toolkit.measurement import BenchmarkOptions
+    from toolkit.validate import (
+        GateConfig,
+        render_text,
+        run_gate,
+        write_html,
+        write_json,
+        write_junit,
+    )
+    from toolkit.validate.report import summary_line
+
+    chosen = select_fleet(fleet, devices)
+    config = GateConfig(
+        reference_model=reference_model, reference_outputs=reference_npz, data=data,
+        min_accuracy_pct=min_accuracy, precision=precision, max_workers=workers,
+        options=BenchmarkOptions(min_runs=runs, min_seconds=min_seconds), store=not no_store,
+    )
+    click.echo(f"validating {artifact} on {len(chosen.devices)} devices of fleet {chosen.name}",
+               err=True)
+
+    def progress(device_report) -> None:  # noqa: ANN001
+        failed = ", ".join(c.check for c in device_report.failures)
+        state = "PASS" if device_report.passed else f"FAIL ({failed})"
+        click.echo(f"  {device_report.device}: {state} in {device_report.duration_s:.1f} s",
+                   err=True)
+
+    report = run_gate(artifact, chosen, config, on_device=progress)
+    click.echo(render_text(report))
+    for path, writer in ((junit_path, write_junit), (json_path, write_json),
+                         (html_path, write_html)):
+        if path is not None:
+            click.echo(f"wrote {writer(report, path)}", err=True)
+    if not report.passed:
+        click.echo(summary_line(report), err=True)
+        sys.exit(1)  # not ctx.exit: main() runs click with standalone_mode=False
