@@ -74,7 +74,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--options", choices=sorted(OPTIONS), default="quick")
+    parser.add_argument("--options", choices=sorted(OPTIONS), default="default")
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))

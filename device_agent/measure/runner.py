@@ -143,6 +143,12 @@ class _SpareWorker:
             self._spare = _spawn_worker()
             return child
 
+    def prime(self) -> None:
+        """Starts the spare now (agent start-up), so even the first benchmark finds one ready."""
+        with self._lock:
+            if self._spare is None or self._spare.poll() is not None:
+                self._spare = _spawn_worker()
+
     def close(self) -> None:
         with self._lock:
             if self._spare is not None and self._spare.poll() is None:
@@ -156,6 +162,7 @@ class _SpareWorker:
 
 _SPARE = _SpareWorker()
 close_spare_worker = _SPARE.close
+prime_spare_worker = _SPARE.prime
 
 
 def _kill_group(child: subprocess.Popen) -> None:

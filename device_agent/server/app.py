@@ -112,7 +112,19 @@ def build_server(config: ServeConfig) -> tuple[grpc.Server, int, DeviceAgentServ
     if port == 0:
         raise OSError(f"could not listen on {address}")
     server.start()
+    threading.Thread(target=_warm_up, args=(service,), daemon=True).start()
     return server, port, service
+
+
+def _warm_up(service: DeviceAgentService) -> None:
+    """Starts the benchmark spare and the Infer worker and probes the runtimes, in the
+    background, so the first requests do not pay for interpreter start-ups and imports."""
+    from device_agent.measure.runner import prime_spare_worker
+    from device_agent.runtimes.registry import runtime_statuses
+
+    prime_spare_worker()
+    service.infer_pool.start()
+    runtime_statuses()  # caches the one-off torch CUDA probe GetInfo reports
 
 
 def serve(config: ServeConfig) -> int:

@@ -118,6 +118,11 @@ class InferPool:
         self._proc: Optional[mp.Process] = None
         self._conn = None
 
+    def start(self) -> None:
+        """Starts the worker now rather than on the first Infer."""
+        with self._lock:
+            self._ensure()
+
     def _ensure(self) -> None:
         if self._proc is not None and self._proc.is_alive():
             return
