@@ -36,3 +36,23 @@ def agent(tmp_path_factory):
 
     with local_agent(cache_dir=tmp_path_factory.mktemp("agent-cache")) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """scikit-learn's digits as a Dataset (ships with the package; nothing is downloaded)."""
+    from toolkit.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def digits_cnn():
+    """The bundled digits CNN, trained once per session into the session's EDGELOOP_HOME;
+    each test module gets its own copy to change."""
+    import torch
+
+    from toolkit.models.reference import reference_model
+
+    torch.set_num_threads(1)
+    return reference_model("digits-cnn")

@@ -13,24 +13,8 @@ from toolkit.compress.base import StepContext
 from toolkit.compress.prune import PER_LAYER_ARTIFACT, PruneStep, count_params
 from toolkit.compress.replace import ReplaceStep, depthwise_separable
 from toolkit.compress.sensitivity import SensitivityStep, layer_sensitivity
-from toolkit.data import load_dataset
 from toolkit.errors import RecipeError
 from toolkit.models.train import accuracy
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
-def digits_cnn(tmp_path_factory):
-    from toolkit.models.reference import reference_model
-
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EDGELOOP_HOME", str(tmp_path_factory.mktemp("home")))
-        return reference_model("digits-cnn")
 
 
 def context(data, **artifacts) -> StepContext:
