@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
         device_id=args.device_id,
     )
     try:
-        return serve(config)
+        return serve(config, watch_parent=args.exit_with_parent)
     except (InsecureBindError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--power-command", default="", help="command printing watts, for the 'command' sensor"
+    )
+    s.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the process that started the agent exits (local device)",
     )
     s.set_defaults(func=_serve)
 

@@ -116,6 +116,12 @@ def build_server(config: ServeConfig) -> tuple[grpc.Server, int, DeviceAgentServ
     return server, port, service
 
 
+def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            stop.set()
+
+
 def _warm_up(service: DeviceAgentService) -> None:
     """Starts the benchmark spare and the Infer worker and probes the runtimes, in the
     background, so the first requests do not pay for interpreter start-ups and imports."""
@@ -127,12 +133,19 @@ def _warm_up(service: DeviceAgentService) -> None:
     runtime_statuses()  # caches the one-off torch CUDA probe GetInfo reports
 
 
-def serve(config: ServeConfig) -> int:
-    """Runs the agent until SIGINT/SIGTERM; prints one ready line with the bound address."""
+def serve(config: ServeConfig, watch_parent: bool = False) -> int:
+    """Runs the agent until SIGINT/SIGTERM; prints one ready line with the bound address.
+
+    Args:
+        watch_parent: also stop when the process that started the agent is gone (the host's
+            local device: a host killed with -9 must not leave its agent behind).
+    """
     server, port, service = build_server(config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if watch_parent:
+        threading.Thread(target=_stop_when_orphaned, args=(os.getppid(), stop), daemon=True).start()
     print(f"{READY_PREFIX}{config.host}:{port}", flush=True)
     stop.wait()
     server.stop(grace=2).wait()

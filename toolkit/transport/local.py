@@ -37,6 +37,7 @@ class AgentProcess:
             "0",
             "--cache-dir",
             str(cache_dir),
+            "--exit-with-parent",
             *extra_args,
         ]
         self.proc = subprocess.Popen(

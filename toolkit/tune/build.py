@@ -1,26 +1,42 @@
 """Builds a candidate's artifact with `compress()`, once per recipe.
 
-A build is stored in the run's database as soon as it exists, so a resumed run reuses it.
-Float models after prune/finetune/lowrank steps stay in memory (a few, least recently used
-dropped first), so a recipe that extends one built before — every NetAdapt proposal extends
-the model it was cut from — runs only its new steps.
+A build is recorded in the run's database as soon as it exists, and kept in a build cache
+shared by runs. Float models after prune/finetune/lowrank steps are kept (a few in memory,
+and saved beside their artifact), so a recipe that extends one built before — every NetAdapt
+proposal extends the model it was cut from — runs only its new steps.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
+import os
+import shutil
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from toolkit.paths import edgeloop_home
 from toolkit.search.base import Candidate, canonical_json
+from toolkit.tune.artifacts import (
+    file_sha256,
+    host_accuracy,
+    intact,
+    read_json,
+    recipe_key,
+    torch_load,
+    torch_save,
+    widths_or_empty,
+)
 from toolkit.tune.trialdb import TrialDB
 
 # Steps whose output is a plain float torch model another recipe may continue from.
 CONTINUABLE = ("prune", "finetune", "lowrank", "distill", "replace")
 KEEP_MODELS = 8
+BUILD_FILE = "build.json"
+MODEL_FILE = "model.pt"  # the compressed torch model, for recipes that continue from it
 
 
 @dataclass
@@ -49,70 +65,105 @@ class Build:
 
 
 class Builder:
-    """Turns candidates into artifacts under `root/<recipe key>/`.
+    """Turns candidates into artifacts, once per (base model, dataset, seed, recipe).
+
+    Builds live in a cache shared by runs (`<edgeloop home>/builds/<key>/`): another run, or a
+    resumed one, asking for the same recipe on the same model and data reuses the artifact
+    (and so, its sha being the same, the cached measurements).
 
     Args:
         module: the base torch model (left untouched).
         input_shape: its input shape with the batch dimension.
         data: the dataset (`toolkit.data.Dataset`).
-        root: folder for the artifacts.
         db: the run's database (builds are recorded there).
+        cache_root: the shared build cache (default `<edgeloop home>/builds`).
         log: receives progress lines.
         seed: seed for the compression steps (default 0).
     """
 
-    def __init__(self, module: Any, input_shape: tuple[int, ...], data: Any, root: Path,
-                 db: TrialDB, log: Optional[Callable[[str], None]] = None, seed: int = 0) -> None:
+    def __init__(self, module: Any, input_shape: tuple[int, ...], data: Any, db: TrialDB,
+                 cache_root: Optional[Path] = None, log: Optional[Callable[[str], None]] = None,
+                 seed: int = 0) -> None:
         self.module = module
         self.input_shape = tuple(input_shape)
         self.data = data
-        self.root = Path(root)
         self.db = db
+        self.cache_root = Path(cache_root) if cache_root else edgeloop_home() / "builds"
         self.log = log
         self.seed = seed
         self._models: OrderedDict[str, Any] = OrderedDict()
+        self._identity = _identity(module, self.input_shape, data, seed)
 
     def build(self, candidate: Candidate) -> Build:
-        """Returns the candidate's build, from the database when it was built before.
+        """Returns the candidate's build: from the run, else from the cache, else made now.
 
         Raises:
             EdgeloopError (RecipeError, ExportError, ...) or any error `compress()` raises.
         """
         stored = self.db.build(candidate.recipe_key)
-        if stored is not None and _intact(stored):
+        if stored is not None and intact(stored):
             return Build(**stored)
+        folder = self._folder(candidate.recipe)
+        cached = read_json(folder / BUILD_FILE)
+        if cached is None or not intact(cached):
+            cached = asdict(self._make(candidate, folder))
+        self.db.put_build(candidate.recipe_key, cached)
+        return Build(**cached)
+
+    def _make(self, candidate: Candidate, folder: Path) -> Build:
         from toolkit.compress.pipeline import compress
         from toolkit.compress.recipe import load_recipe
 
         recipe = candidate.recipe
         start, model = self._continue_from(recipe)
-        out = self.root / candidate.recipe_key
-        rest = recipe[start:]
-        result = compress(model, load_recipe(rest), self.data, out, export=("tflite",),
-                          input_shape=self.input_shape, log=self.log, seed=self.seed)
-        if all(next(iter(step)) in CONTINUABLE for step in recipe):
+        scratch = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(scratch, ignore_errors=True)
+        result = compress(model, load_recipe(recipe[start:]), self.data, scratch,
+                          export=("tflite",), input_shape=self.input_shape, log=self.log,
+                          seed=self.seed)
+        continuable = all(next(iter(step)) in CONTINUABLE for step in recipe)
+        if continuable:
             self._remember(candidate.recipe_key, result.torch_model)
+            torch_save(result.torch_model, scratch / MODEL_FILE)
         artifact = Path(result.artifacts["tflite"])
         built = Build(
             recipe_key=candidate.recipe_key,
-            artifact=str(artifact),
+            artifact=str(folder / artifact.name),
             sha256=file_sha256(artifact),
             size_bytes=artifact.stat().st_size,
             quantized=any(next(iter(step)) == "quantize" for step in recipe),
             host_accuracy_pct=host_accuracy(artifact, self.data),
-            widths=_widths(result.torch_model, self.input_shape),
+            widths=widths_or_empty(result.torch_model, self.input_shape),
             parameters=sum(p.numel() for p in result.torch_model.parameters()),
         )
-        self.db.put_build(candidate.recipe_key, asdict(built))
+        (scratch / BUILD_FILE).write_text(json.dumps(asdict(built), indent=2))
+        try:
+            os.replace(scratch, folder)  # atomic: readers see a whole build or none
+        except OSError:  # another process finished the same build first: keep theirs
+            shutil.rmtree(scratch, ignore_errors=True)
+            theirs = read_json(folder / BUILD_FILE)
+            if theirs is not None and intact(theirs):
+                return Build(**theirs)
+            raise
         return built
 
+    def _folder(self, recipe: list[dict[str, Any]]) -> Path:
+        key = hashlib.sha256(canonical_json([self._identity, recipe]).encode()).hexdigest()
+        return self.cache_root / key[:24]
+
     def _continue_from(self, recipe: list[dict[str, Any]]) -> tuple[int, Any]:
-        """(steps already applied, model) for the longest built prefix of `recipe`."""
+        """(steps already applied, model) for the longest built prefix of `recipe` (held in
+        memory, or saved in the cache), else (0, the base model)."""
         for k in range(len(recipe) - 1, 0, -1):
             key = recipe_key(recipe[:k])
             if key in self._models:
                 self._models.move_to_end(key)
                 return k, self._models[key]
+            saved = self._folder(recipe[:k]) / MODEL_FILE
+            if saved.is_file():
+                model = torch_load(saved)
+                self._remember(key, model)
+                return k, model
         return 0, self.module
 
     def _remember(self, key: str, model: Any) -> None:
@@ -121,55 +172,13 @@ class Builder:
             self._models.popitem(last=False)
 
 
-def recipe_key(recipe: list[dict[str, Any]]) -> str:
-    """Digest of a recipe; equals `Candidate.recipe_key` for the same steps."""
-    return hashlib.sha256(canonical_json(recipe).encode()).hexdigest()[:16]
+def _identity(module: Any, input_shape: tuple[int, ...], data: Any, seed: int) -> str:
+    """What a build depends on besides its recipe: weights, input shape, data, seed, code."""
+    from toolkit import __version__
+    from toolkit.compress.metrics import state_sha256
 
-
-def prunable_layers(module: Any, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Conv/Linear layers whose output channels structured pruning may remove, with their
-    widths: every weighted layer except the one producing the model's output."""
-    import torch
-
-    from toolkit.compress.prune import output_layers, weighted_layers
-
-    layers = weighted_layers(module)
-    was_training = module.training
-    module.eval()
-    outputs = {id(m) for m in output_layers(module, torch.randn(*input_shape))}
-    module.train(was_training)
-    return {
-        name: int(getattr(m, "out_channels", getattr(m, "out_features", 0)))
-        for name, m in layers.items()
-        if id(m) not in outputs
-    }
-
-
-def host_accuracy(artifact: Path, data: Any) -> float:
-    """Test accuracy (percent) of the artifact run on this host's runtime (LiteRT/ORT)."""
-    from toolkit.export.host_runtime import run_artifact
-
-    outputs = run_artifact(Path(artifact), data.test_x.numpy())
-    labels = data.test_y.numpy()
-    return float(100.0 * (outputs.argmax(axis=1) == labels).mean())
-
-
-def _widths(module: Any, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Prunable layer widths; empty for a model that is no longer a plain float module."""
-    try:
-        return prunable_layers(module, input_shape)
-    except (RuntimeError, TypeError, AttributeError, NotImplementedError):
-        return {}
-
-
-def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _intact(stored: dict[str, Any]) -> bool:
-    path = Path(stored.get("artifact", ""))
-    return path.is_file() and file_sha256(path) == stored.get("sha256")
+    for tensor in (data.train_x, data.train_y, data.test_x, data.test_y):
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return canonical_json([state_sha256(module), list(input_shape), digest.hexdigest(), seed,
+                           __version__])

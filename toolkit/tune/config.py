@@ -49,6 +49,9 @@ class TuneConfig:
         sampler: `tpe` or `nsga2` (pareto only).
         bench: benchmark options for every measurement.
         input_shape: model input shape with batch dimension; None: from the model.
+        reuse_measurements: take a measurement from the results store when an earlier run
+            measured the same artifact on the same device with the same options (default
+            True); False measures every artifact again (a resumed run still reuses its own).
         run_id: the run's id; its files live in `out_dir/run_id`.
         out_dir: folder holding runs (default `<edgeloop home>/runs`).
     """
@@ -66,6 +69,7 @@ class TuneConfig:
     sampler: str = "tpe"
     bench: BenchmarkOptions = field(default_factory=tune_benchmark_options)
     input_shape: Optional[tuple[int, ...]] = None
+    reuse_measurements: bool = True
     run_id: str = field(default_factory=lambda: new_run_id())
     out_dir: Path = field(default_factory=lambda: edgeloop_home() / "runs")
 

@@ -82,15 +82,17 @@ class Measurer:
         store: the results store.
         run_id: stored with every new measurement.
         bench: benchmark options; threads and power sensor are set per candidate/profile.
+        reuse_store: look in the results store for earlier runs' measurements (default True).
     """
 
     def __init__(self, devices: Sequence[Device], db: TrialDB, store: ResultsStore, run_id: str,
-                 bench: BenchmarkOptions) -> None:
+                 bench: BenchmarkOptions, reuse_store: bool = True) -> None:
         self.devices = list(devices)
         self.db = db
         self.store = store
         self.run_id = run_id
         self.bench = bench
+        self.reuse_store = reuse_store
         self.taken = 0  # new measurements in this process
         self._pool = ThreadPoolExecutor(max_workers=len(self.devices), thread_name_prefix="measure")
 
@@ -134,7 +136,7 @@ class Measurer:
         with device.lock:
             new = 0
             found = self.db.measurement(device.device_id, sha256, key)
-            if found is None:
+            if found is None and self.reuse_store:
                 found = self.store.find(sha256, device.device_id, options)
                 if found is not None:
                     self.db.put_measurement(device.device_id, key, found)

@@ -16,8 +16,9 @@ from toolkit.errors import AgentTimeoutError, AgentUnreachableError
 from toolkit.results.store import ResultsStore
 from toolkit.search import make_strategy
 from toolkit.search.base import Candidate, CandidateKind, Trial, TrialStatus
+from toolkit.tune.artifacts import prunable_layers
 from toolkit.tune.budgets import ResolvedBudgets, resolve_budgets
-from toolkit.tune.build import Build, Builder, prunable_layers
+from toolkit.tune.build import Build, Builder
 from toolkit.tune.config import TuneConfig
 from toolkit.tune.finish import finish
 from toolkit.tune.live import LiveView
@@ -46,7 +47,7 @@ def run_tune(config: TuneConfig, store: Optional[ResultsStore] = None,
     """Runs (or resumes) a tuning run and writes result.json, the chosen artifact, report.html.
 
     Args:
-        config: the run's configuration (saved to run.json when the run is new).
+        config: the run's configuration (saved to run.json).
         store: the results store (default: the one under the edgeloop home).
         live: the live view (default: one on stderr).
         log: receives the build steps' progress lines.
@@ -61,8 +62,7 @@ def run_tune(config: TuneConfig, store: Optional[ResultsStore] = None,
     from toolkit.data import load_dataset
     from toolkit.models import load_model
 
-    if not (config.run_dir / "run.json").is_file():
-        config.save()
+    config.save()  # a new run's configuration, or a resumed one's new trial cap/time limit
     store = store or ResultsStore()
     db = TrialDB(config.run_dir / DB_FILE)
     loaded = load_model(config.model, config.input_shape)
@@ -70,9 +70,9 @@ def run_tune(config: TuneConfig, store: Optional[ResultsStore] = None,
     live = live or LiveView(0)
     started = time.monotonic()
     with open_devices(config.devices) as devices:
-        measurer = Measurer(devices, db, store, config.run_id, config.bench)
-        builder = Builder(loaded.module, loaded.input_shape, data, config.run_dir / "artifacts",
-                          db, log=log, seed=config.seed)
+        measurer = Measurer(devices, db, store, config.run_id, config.bench,
+                            reuse_store=config.reuse_measurements)
+        builder = Builder(loaded.module, loaded.input_shape, data, db, log=log, seed=config.seed)
         session = Session(config, db, builder, measurer, devices, data, live,
                           {t.candidate.key: t for t in db.trials()})
         try:
@@ -92,6 +92,7 @@ def _search(session: Session, loaded: Any, started: float
     base_candidate = Candidate([], int(threads or 0), {}, CandidateKind.BASE, "base model")
     live.message(f"run {config.run_id}: {config.strategy} on {', '.join(config.devices)}; "
                  f"measuring the base model")
+    base_stored = base_candidate.key in session.memo
     base = run_trial(session, base_candidate, 0, None)
     profiles = {d.label: d.profile for d in session.devices}
     budgets = resolve_budgets(config.budgets, profiles, base.figures, base.accuracy_pct)
@@ -103,7 +104,7 @@ def _search(session: Session, loaded: Any, started: float
     live.budgets = budgets.budgeted
     for line in budgets.describe():
         live.message(f"budget {line}")
-    live.finished(base, [base], stored=base.candidate.key in session.memo)
+    live.finished(base, [base], stored=base_stored)
     history, stopped = [base], ""
     limit_s = config.time_limit_min * 60 if config.time_limit_min else None
     while not stopped:
@@ -188,9 +189,8 @@ def _device_accuracy_job(session: Session, built: Build, errors: list[str]
         stored = session.db.accuracy(built.sha256, where)
         if stored is not None:
             return stored["accuracy_pct"]
-        from toolkit.evaluate import evaluate_on_device
-
         from toolkit.errors import AgentError
+        from toolkit.evaluate import evaluate_on_device
 
         try:
             result = evaluate_on_device(Path(built.artifact), session.data, device.client)

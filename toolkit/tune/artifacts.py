@@ -1,0 +1,83 @@
+"""Facts about a built artifact and its model: sha256, host accuracy, prunable layer widths."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from toolkit.search.base import canonical_json
+
+
+def torch_save(module: Any, path: Path) -> None:
+    import torch
+
+    torch.save(module, path)
+
+
+def torch_load(path: Path) -> Any:
+    import torch
+
+    return torch.load(path, weights_only=False)  # our own cache, written by torch_save
+
+
+def read_json(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def recipe_key(recipe: list[dict[str, Any]]) -> str:
+    """Digest of a recipe; equals `Candidate.recipe_key` for the same steps."""
+    return hashlib.sha256(canonical_json(recipe).encode()).hexdigest()[:16]
+
+
+def prunable_layers(module: Any, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Conv/Linear layers whose output channels structured pruning may remove, with their
+    widths: every weighted layer except the one producing the model's output."""
+    import torch
+
+    from toolkit.compress.prune import output_layers, weighted_layers
+
+    layers = weighted_layers(module)
+    was_training = module.training
+    module.eval()
+    outputs = {id(m) for m in output_layers(module, torch.randn(*input_shape))}
+    module.train(was_training)
+    return {
+        name: int(getattr(m, "out_channels", getattr(m, "out_features", 0)))
+        for name, m in layers.items()
+        if id(m) not in outputs
+    }
+
+
+def host_accuracy(artifact: Path, data: Any) -> float:
+    """Test accuracy (percent) of the artifact run on this host's runtime (LiteRT/ORT)."""
+    from toolkit.export.host_runtime import run_artifact
+
+    outputs = run_artifact(Path(artifact), data.test_x.numpy())
+    labels = data.test_y.numpy()
+    return float(100.0 * (outputs.argmax(axis=1) == labels).mean())
+
+
+def widths_or_empty(module: Any, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Prunable layer widths; empty for a model that is no longer a plain float module."""
+    try:
+        return prunable_layers(module, input_shape)
+    except (RuntimeError, TypeError, AttributeError, NotImplementedError):
+        return {}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def intact(stored: dict[str, Any]) -> bool:
+    path = Path(stored.get("artifact", ""))
+    return path.is_file() and file_sha256(path) == stored.get("sha256")
