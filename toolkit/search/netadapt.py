@@ -190,11 +190,15 @@ class NetAdaptSearch(Strategy):
         save `need` (usage of `metric`) by the table's estimate."""
         saving = {layer: self._saved_per_channel(history, layer, iteration, state.scheme, metric)
                   for layer in state.widths}
-        # Layers whose measured cuts saved nothing are left alone while another layer helps.
-        helps = any(v > 0 for v in saving.values())
+        floors = {layer: max(1, math.ceil(self.layers[layer] * MIN_KEEP_FRACTION))
+                  for layer in state.widths}
+        # Layers whose measured cuts saved nothing are left alone while another layer that can
+        # still shrink helps; once those are at their floor, the others get their turn.
+        helps = any(saving[layer] > 0 and width > floors[layer]
+                    for layer, width in state.widths.items())
         out = []
         for layer, width in state.widths.items():
-            floor = max(1, math.ceil(self.layers[layer] * MIN_KEEP_FRACTION))
+            floor = floors[layer]
             cost = saving[layer]
             if width <= floor or (helps and cost <= 0):
                 continue
