@@ -125,7 +125,7 @@ class ModelCache:
         head = b""
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix="push-")
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb", buffering=0) as out:  # chunks are large: no extra copy
                 for chunk in chunks:
                     received += len(chunk)
                     if received > size_bytes:
@@ -133,8 +133,9 @@ class ModelCache:
                     if len(head) < 16:
                         head += chunk[:16]
                     digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[out.write(view) :]
                 os.fsync(out.fileno())
             if received != size_bytes:
                 raise BadDigestError(f"received {received} bytes, announced {size_bytes}")

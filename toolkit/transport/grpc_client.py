@@ -33,7 +33,7 @@ from toolkit.errors import (
 from toolkit.measurement import BenchmarkOptions, Measurement
 from toolkit.transport.model_file import file_sha256, model_format
 
-CHUNK_BYTES = 256 << 10  # small chunks keep the stream pipelined (measured: bench/bench_core.py)
+CHUNK_BYTES = 512 << 10  # small chunks keep the stream pipelined (measured: bench/bench_core.py)
 MAX_MESSAGE_BYTES = 64 * 2**20
 OnProgress = Callable[[pb.Progress], None]
 
