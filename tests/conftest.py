@@ -56,3 +56,14 @@ def digits_cnn():
 
     torch.set_num_threads(1)
     return reference_model("digits-cnn")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Sets torch to one thread for a module and restores the previous count after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

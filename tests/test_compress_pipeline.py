@@ -21,11 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_torch_thread):
+    """Training in this module uses one torch thread (2 cores are shared with the agents)."""
 
 
 def write(tmp_path, text: str, name: str = "recipe.yaml"):

@@ -17,11 +17,8 @@ from toolkit.paths import edgeloop_home
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_torch_thread):
+    """Training in this module uses one torch thread (2 cores are shared with the agents)."""
 
 
 def test_digits_is_scaled_split_80_20_and_the_same_every_time():
