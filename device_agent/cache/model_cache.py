@@ -89,11 +89,12 @@ class ModelCache:
             return self._index.get(check_sha(sha256))
 
     def touch(self, sha256: str) -> None:
+        """Marks a model as just used (for eviction order). In memory only: every Infer and
+        Benchmark touches, and the times reach disk with the next store or delete."""
         with self._lock:
             entry = self._index.get(sha256)
             if entry:
                 entry.used_unix = time.time()
-                self._save_index()
 
     def list(self) -> list[CachedModel]:
         with self._lock:

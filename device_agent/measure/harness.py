@@ -55,10 +55,8 @@ def run_benchmark(
     start = time.perf_counter()
     clock = _Clock(emit, start)
     runtime = resolve_runtime(options.runtime, model_format)
-    status = runtime.status()
     result = pb.BenchmarkResult(
         runtime=runtime.name,
-        runtime_version=status.version,
         threads=options.threads,
         started_unix=time.time(),
     )
@@ -86,6 +84,7 @@ def run_benchmark(
         model_path, threads=options.threads, accelerator=options.accelerator, **load_kwargs
     )
     result.load_ms = (time.perf_counter() - t0) * 1e3
+    result.runtime_version = runtime.status().version  # after load: no extra import or probe
     result.inputs.extend(tensor_spec(i) for i in model.inputs)
     result.accelerator = getattr(model, "accelerator", options.accelerator or "cpu")
 

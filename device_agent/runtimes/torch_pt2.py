@@ -77,7 +77,15 @@ _PROBE = (
 
 @lru_cache(maxsize=1)
 def _probe_accelerators() -> tuple[str, ...]:
-    """Asks a child interpreter whether torch sees a CUDA device (once per agent)."""
+    """Whether torch sees a CUDA device: asked of torch itself when this process already
+    imported it (a benchmark child), else of a throwaway child interpreter (once per agent)."""
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        return (
+            ("cpu", f"cuda:{torch.cuda.get_device_name(0)}")
+            if torch.cuda.is_available()
+            else ("cpu",)
+        )
     try:
         out = subprocess.run(
             [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120

@@ -10,7 +10,13 @@ from collections.abc import Iterator
 import grpc
 
 from device_agent import system_info
-from device_agent.cache.model_cache import BadDigestError, CacheError, ModelCache, TooLargeError
+from device_agent.cache.model_cache import (
+    BadDigestError,
+    CacheError,
+    ModelCache,
+    TooLargeError,
+    check_sha,
+)
 from device_agent.measure.runner import benchmark_in_child
 from device_agent.protocol import edgeloop_pb2 as pb
 from device_agent.protocol import edgeloop_pb2_grpc as rpc
@@ -55,8 +61,6 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
     # -- model cache -----------------------------------------------------------
     def _sha_or_abort(self, sha256: str, context) -> str:
         try:
-            from device_agent.cache.model_cache import check_sha
-
             return check_sha(sha256)
         except BadDigestError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
