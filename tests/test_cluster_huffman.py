@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from toolkit.compress.base import StepContext
-from toolkit.compress.cluster import ClusterStep
-from toolkit.compress.finetune import FinetuneStep
-from toolkit.compress.huffman import (
+from toolkit.compress.steps.cluster import ClusterStep
+from toolkit.compress.steps.finetune import FinetuneStep
+from toolkit.compress.steps.huffman import (
     HuffmanStep,
     decode,
     encode,
     huffman_coded_bytes,
     weight_arrays,
 )
-from toolkit.compress.prune import PruneStep, weighted_layers
+from toolkit.compress.steps.prune import PruneStep, weighted_layers
 from toolkit.errors import RecipeError
 from toolkit.models.train import accuracy
 
@@ -119,7 +119,7 @@ def test_plain_model_codes_near_its_raw_size(digits_cnn):
 def test_huffman_codes_quantized_weights_at_their_stored_precision(
     digits, digits_cnn, scheme, dtype, min_ratio
 ):
-    from toolkit.compress.quantize import QuantizeStep
+    from toolkit.compress.steps.quantize.step import QuantizeStep
 
     ctx = context(digits)
     model, _ = QuantizeStep({"scheme": scheme}).apply(copy.deepcopy(digits_cnn), ctx)

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from toolkit.compress.base import StepContext
-from toolkit.compress.distill import DistillStep, distillation_loss, narrower_copy
-from toolkit.compress.lowrank import LowrankStep, choose_rank
-from toolkit.compress.prune import PruneStep, count_params, sparsity
+from toolkit.compress.steps.distill import DistillStep, distillation_loss, narrower_copy
+from toolkit.compress.steps.lowrank import LowrankStep, choose_rank
+from toolkit.compress.steps.prune import PruneStep, count_params, sparsity
 from toolkit.errors import RecipeError
 from toolkit.models.train import accuracy
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from toolkit.compress.base import StepContext
-from toolkit.compress.finetune import FinetuneStep
-from toolkit.compress.prune import PruneStep, count_params, sparsity, weighted_layers
+from toolkit.compress.steps.finetune import FinetuneStep
+from toolkit.compress.steps.prune import PruneStep, count_params, sparsity, weighted_layers
 from toolkit.errors import RecipeError
 from toolkit.models.train import accuracy
 

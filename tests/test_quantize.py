@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from toolkit.compress.base import StepContext
-from toolkit.compress.qconfig import RangeObserver
-from toolkit.compress.quantize import QuantizeStep
+from toolkit.compress.steps.quantize.qconfig import RangeObserver
+from toolkit.compress.steps.quantize.step import QuantizeStep
 from toolkit.data import load_dataset
 from toolkit.errors import RecipeError
 from toolkit.export import check_parity, export_onnx, export_tflite

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from toolkit.compress.base import StepContext
-from toolkit.compress.prune import PER_LAYER_ARTIFACT, PruneStep, count_params
-from toolkit.compress.replace import ReplaceStep, depthwise_separable
-from toolkit.compress.sensitivity import SensitivityStep, layer_sensitivity
+from toolkit.compress.steps.prune import PER_LAYER_ARTIFACT, PruneStep, count_params
+from toolkit.compress.steps.replace import ReplaceStep, depthwise_separable
+from toolkit.compress.steps.sensitivity import SensitivityStep, layer_sensitivity
 from toolkit.errors import RecipeError
 from toolkit.models.train import accuracy
 

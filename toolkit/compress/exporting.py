@@ -57,7 +57,7 @@ def export_all(
 
 def save_pt2(model: Any, input_shape: tuple[int, ...], path: Path) -> Path:
     """Saves `model` as a torch.export program, with a dynamic batch dimension when possible."""
-    from toolkit.compress.pt2e_flow import export_program
+    from toolkit.compress.steps.quantize.pt2e_flow import export_program
 
     try:
         torch.export.save(export_program(model, tuple(input_shape)), str(path))

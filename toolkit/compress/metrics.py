@@ -71,7 +71,7 @@ def stored_weight_arrays(
     planned) and the rest stays fp32; with `fp16`, every float tensor is fp16. Batch-norm
     running statistics count as weights.
     """
-    from toolkit.compress.huffman import weight_arrays
+    from toolkit.compress.steps.huffman import weight_arrays
 
     if plan is not None and plan.float_model is not None:
         model = plan.float_model  # a quantized graph has no layers to read weights from
@@ -80,7 +80,7 @@ def stored_weight_arrays(
         return arrays
     if plan.scheme == "fp16":
         return {name: a.astype(np.float16) for name, a in arrays.items()}
-    from toolkit.compress.qconfig import int8_weights
+    from toolkit.compress.steps.quantize.qconfig import int8_weights
 
     per_channel = plan.granularity == "per-channel"
     for name, module in model.named_modules():
@@ -93,14 +93,14 @@ def stored_weight_arrays(
 
 def huffman_bytes(arrays: dict[str, np.ndarray]) -> int:
     """Huffman-coded bytes of the arrays (codebooks included), coded one tensor at a time."""
-    from toolkit.compress.huffman import encode
+    from toolkit.compress.steps.huffman import encode
 
     return sum(encode(array).coded_bytes for array in arrays.values())
 
 
 def file_huffman_bytes(path: Path) -> int:
     """Huffman-coded size of a file's bytes (symbols: bytes; codebook included)."""
-    from toolkit.compress.huffman import encode
+    from toolkit.compress.steps.huffman import encode
 
     return encode(np.frombuffer(Path(path).read_bytes(), np.uint8)).coded_bytes
 

@@ -18,8 +18,8 @@ from toolkit.errors import RecipeError
 
 # Every module that registers a step; a missing one is an error, never a silent skip.
 STEP_MODULES = (
-    "prune", "sensitivity", "finetune", "lowrank", "distill", "cluster", "replace", "quantize",
-    "huffman",
+    "prune", "sensitivity", "finetune", "lowrank", "distill", "cluster", "replace",
+    "quantize.step", "huffman",
 )
 
 RecipeSpec = Union[str, Path, Mapping, list, None, "Recipe"]
@@ -48,7 +48,7 @@ class Recipe:
 def register_all_steps() -> dict[str, type[CompressionStep]]:
     """Imports every step module so each registers its key; returns the registry."""
     for name in STEP_MODULES:
-        module = f"toolkit.compress.{name}"
+        module = f"toolkit.compress.steps.{name}"
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

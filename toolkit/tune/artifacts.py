@@ -39,7 +39,7 @@ def prunable_layers(module: Any, input_shape: tuple[int, ...]) -> dict[str, int]
     widths: every weighted layer except the one producing the model's output."""
     import torch
 
-    from toolkit.compress.prune import output_layers, weighted_layers
+    from toolkit.compress.steps.prune import output_layers, weighted_layers
 
     layers = weighted_layers(module)
     was_training = module.training

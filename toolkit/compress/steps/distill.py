@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
-from toolkit.compress.finetune import finetune
 from toolkit.compress.layers import count_params, output_layers
 from toolkit.compress.params import check_known, choice, integer, number, ratio
-from toolkit.compress.prune import SPARSE_ARTIFACT
+from toolkit.compress.steps.finetune import finetune
+from toolkit.compress.steps.prune import SPARSE_ARTIFACT
 
 
 @dataclass

@@ -15,7 +15,7 @@ from torch import nn
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
 from toolkit.compress.layers import sparsity, weighted_layers
 from toolkit.compress.params import check_known, integer, number
-from toolkit.compress.prune import SPARSE_ARTIFACT
+from toolkit.compress.steps.prune import SPARSE_ARTIFACT
 
 
 @dataclass

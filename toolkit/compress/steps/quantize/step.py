@@ -137,7 +137,7 @@ class QuantizeStep(CompressionStep):
                     raise self.error(key, f"Conv/Linear layer names of the model {known}", name)
 
     def apply(self, model: nn.Module, ctx: StepContext) -> tuple[Any, StepReport]:
-        from toolkit.compress.quantize_apply import run_quantize
+        from toolkit.compress.steps.quantize.apply import run_quantize
 
         return run_quantize(self.params, model, ctx)
 

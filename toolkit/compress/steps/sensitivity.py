@@ -20,7 +20,7 @@ from torch import nn
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
 from toolkit.compress.layers import output_layers, resolve_layers, weighted_layers
 from toolkit.compress.params import check_known, choice, layer_names, ratio
-from toolkit.compress.prune import (
+from toolkit.compress.steps.prune import (
     PER_LAYER_ARTIFACT,
     STRUCTURED,
     UNSTRUCTURED,

@@ -9,14 +9,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from toolkit.compress.base import StepContext, StepReport
-from toolkit.compress.pt2e_flow import (
+from toolkit.compress.steps.quantize.pt2e_flow import (
     batchnorm_followers,
     quantize_ptq,
     quantize_qat,
     round_to_fp16,
 )
-from toolkit.compress.qconfig import LayerQuantizer, build_config
-from toolkit.compress.quantize import QuantizeParams, make_plan, quantizable
+from toolkit.compress.steps.quantize.qconfig import LayerQuantizer, build_config
+from toolkit.compress.steps.quantize.step import QuantizeParams, make_plan, quantizable
 from toolkit.models.train import accuracy, predict, train_epochs
 
 _SENSITIVITY_SAMPLES = 512  # held-out training samples scoring each layer (mixed, automatic)

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
-from toolkit.compress.distill import distillation_loss
-from toolkit.compress.finetune import finetune
 from toolkit.compress.layers import count_params, resolve_layers, set_module
 from toolkit.compress.params import check_known, choice, integer, layer_names, number
-from toolkit.compress.prune import SPARSE_ARTIFACT
+from toolkit.compress.steps.distill import distillation_loss
+from toolkit.compress.steps.finetune import finetune
+from toolkit.compress.steps.prune import SPARSE_ARTIFACT
 
 
 @dataclass

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
-from toolkit.compress.finetune import finetune
 from toolkit.compress.layers import resolve_layers, weighted_layers
 from toolkit.compress.params import check_known, integer, layer_names, number
+from toolkit.compress.steps.finetune import finetune
 
 
 @dataclass

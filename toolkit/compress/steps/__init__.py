@@ -1,0 +1,1 @@
+"""The recipe steps: one module per recipe key (quantization is a package of its own)."""
