@@ -27,6 +27,11 @@ class AgentUnreachableError(AgentError, ConnectionError):
     """No agent answered at the device's address."""
 
 
+class AgentLostError(AgentUnreachableError):
+    """The link to the agent broke mid-call and the agent could not be reached again in time
+    (or refused the connection: its process is gone), so the call's result is lost."""
+
+
 class AgentTimeoutError(AgentError, TimeoutError):
     """The agent did not answer in time."""
 

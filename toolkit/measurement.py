@@ -10,6 +10,7 @@ from typing import Any, Optional
 from google.protobuf import json_format
 
 from device_agent.protocol import edgeloop_pb2 as pb
+from toolkit.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,14 @@ class BenchmarkOptions:
         accelerator: torch: "cpu" or "cuda"; empty = cuda when present.
         find_tflm_arena: tflm: search the smallest arena (default when no arena is given).
         tflm_arena_bytes: tflm: arena to use.
+        keep_samples: raw latency samples returned (default and cap: the agent's); it changes
+            what comes back, not what is measured, so it is not part of `key()`.
+
+    Raises:
+        ConfigError: on construction, when a value is non-finite, negative or out of range;
+            the message names the field and the allowed range. The ranges are the agent's
+            (`device_agent.measure.options`), so the host refuses before it pushes anything
+            exactly what the agent would refuse.
     """
 
     runtime: str = ""
@@ -43,10 +52,28 @@ class BenchmarkOptions:
     accelerator: str = ""
     find_tflm_arena: bool = False
     tflm_arena_bytes: int = 0
+    keep_samples: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the first unusable field and its allowed range."""
+        from device_agent.measure.options import validate, with_defaults
+
+        try:
+            proto = self.to_proto()
+        except (TypeError, ValueError) as exc:  # a str for a number, a float for an int ...
+            raise ConfigError(f"benchmark options: {exc}") from None
+        problem = validate(with_defaults(proto))
+        if problem:
+            raise ConfigError(f"benchmark {problem}")
 
     def key(self) -> str:
         """A stable text form, used to find earlier measurements with the same options."""
-        return json.dumps(asdict(self), sort_keys=True)
+        values = asdict(self)
+        del values["keep_samples"]  # how many raw samples come back, not how they were measured
+        return json.dumps(values, sort_keys=True)
 
     def to_proto(self) -> pb.BenchmarkOptions:
         return pb.BenchmarkOptions(**asdict(self))

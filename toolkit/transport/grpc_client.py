@@ -3,11 +3,26 @@
 Checks the protocol version on connect, pushes models content-addressed (nothing is sent
 when the agent holds the sha already), streams benchmark progress, and maps agent failures
 to our error classes with one-line messages that name the device.
+
+Never hung: the channel sends keepalive pings, so a dead link fails the call within
+KEEPALIVE_S + KEEPALIVE_TIMEOUT_S seconds of silence. A Benchmark has no fixed deadline while
+it waits in the agent's queue (the agent sends "queued" events, and keepalive watches the
+link); once it runs, its deadline is its own timeout plus RUN_MARGIN_S. A lost link is retried
+once: the host waits for the agent's address to accept connections again (not past that
+deadline), opens a fresh channel and re-sends the same request. A Benchmark carries a job id
+chosen here, so the agent attaches the retry to the run already under way (or finished)
+instead of measuring again. An address that refuses connections means the agent is gone: the
+error comes at once.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -15,6 +30,7 @@ from typing import Callable, Optional, Union
 import grpc
 import numpy as np
 
+from device_agent.measure.options import DEFAULTS as AGENT_DEFAULTS
 from device_agent.protocol import PROTOCOL_VERSION
 from device_agent.protocol import edgeloop_pb2 as pb
 from device_agent.protocol import edgeloop_pb2_grpc as rpc
@@ -24,6 +40,7 @@ from toolkit.devices.info import DeviceInfo
 from toolkit.devices.profile import TlsConfig
 from toolkit.errors import (
     AgentError,
+    AgentLostError,
     AgentTimeoutError,
     AgentUnreachableError,
     ModelFileError,
@@ -35,6 +52,23 @@ from toolkit.transport.model_file import file_sha256, model_format
 
 CHUNK_BYTES = 512 << 10  # small chunks keep the stream pipelined (measured: bench/bench_core.py)
 MAX_MESSAGE_BYTES = 64 * 2**20
+KEEPALIVE_S = 5.0  # a ping after this much silence on the link ...
+KEEPALIVE_TIMEOUT_S = 5.0  # ... unanswered this long: the link is dead (call fails UNAVAILABLE)
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", int(KEEPALIVE_S * 1000)),
+    ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+RUN_MARGIN_S = 25.0  # a running Benchmark's deadline: its timeout plus this (result, teardown)
+RECONNECT_S = 20.0  # waiting for a lost agent when no run deadline bounds the wait (queued)
+MIN_RECONNECT_S = 5.0  # ... and at least this much, even close to the run deadline
+PUSH_MIN_BYTES_PER_S = 100_000  # a push's deadline: 60 s plus its size at this rate
+UNARY_TIMEOUT_S = 60.0
+INFER_TIMEOUT_S = 600.0
+# Keepalive failures, a reset connection, a killed agent all come as UNAVAILABLE. Our own
+# deadlines are not retried: they are the bound on the wait.
+LINK_LOST = (grpc.StatusCode.UNAVAILABLE,)
 OnProgress = Callable[[pb.Progress], None]
 
 
@@ -58,11 +92,29 @@ class DeviceClient:
     ) -> None:
         self.address = address
         self.name = name or address
+        self._tls = tls
+        self._metadata: tuple = ()
+        if tls is not None and tls.token_env and os.environ.get(tls.token_env):
+            self._metadata = (("authorization", f"Bearer {os.environ[tls.token_env]}"),)
+        self._open_channel()
+        self._info: Optional[DeviceInfo] = None
+        if not self._ready(connect_timeout_s):
+            self._channel.close()
+            raise AgentUnreachableError(
+                f"device {self.name}: no agent answered at {address} "
+                f"within {connect_timeout_s:g} s "
+                "(is `edgeloop agent serve` running there, and the address right?)"
+            )
+        self.info()
+
+    def _open_channel(self) -> None:
+        """A fresh channel (and stub) to the agent, with keepalive; nothing is sent yet."""
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            *KEEPALIVE_OPTIONS,
         ]
-        self._metadata: tuple = ()
+        tls = self._tls
         if tls is not None:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=Path(tls.ca_file).expanduser().read_bytes(),
@@ -73,30 +125,63 @@ class DeviceClient:
             )
             if tls.server_name:
                 options.append(("grpc.ssl_target_name_override", tls.server_name))
-            self._channel = grpc.secure_channel(address, creds, options=options)
-            if tls.token_env and os.environ.get(tls.token_env):
-                self._metadata = (("authorization", f"Bearer {os.environ[tls.token_env]}"),)
+            self._channel = grpc.secure_channel(self.address, creds, options=options)
         else:
-            self._channel = grpc.insecure_channel(address, options=options)
+            self._channel = grpc.insecure_channel(self.address, options=options)
         self._stub = rpc.DeviceAgentStub(self._channel)
-        self._info: Optional[DeviceInfo] = None
+
+    def _ready(self, timeout_s: float) -> bool:
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=connect_timeout_s)
+            grpc.channel_ready_future(self._channel).result(timeout=max(timeout_s, 0.1))
+            return True
         except grpc.FutureTimeoutError:
-            self._channel.close()
-            raise AgentUnreachableError(
-                f"device {self.name}: no agent answered at {address} "
-                f"within {connect_timeout_s:g} s "
-                "(is `edgeloop agent serve` running there, and the address right?)"
-            ) from None
-        self.info()
+            return False
+
+    def _reconnect(self, what: str, exc: grpc.RpcError, until: float) -> None:
+        """After a lost link: waits (up to the monotonic time `until`) for the agent's address
+        to accept connections, then opens a fresh channel. AgentLostError when the address
+        refuses (the agent's process is gone) or stays silent past `until`."""
+        prefix = f"device {self.name} ({self.address}): {what}: link lost ({exc.details()})"
+        host, _, port = self.address.rpartition(":")
+        host = host.strip("[]")
+        start = time.monotonic()
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                raise AgentLostError(
+                    f"{prefix}; the agent did not answer again within "
+                    f"{time.monotonic() - start:.0f} s"
+                )
+            try:
+                socket.create_connection((host, int(port)), timeout=min(2.0, left)).close()
+                break
+            except ConnectionRefusedError:
+                raise AgentLostError(
+                    f"{prefix}; the agent is gone (connection refused)"
+                ) from None
+            except OSError:  # timed out, no route: the link may come back
+                time.sleep(min(0.5, max(until - time.monotonic(), 0)))
+        self._channel.close()
+        self._open_channel()
+        if not self._ready(until - time.monotonic()):
+            raise AgentLostError(f"{prefix}; the agent did not answer again in time")
 
     # -- plumbing --------------------------------------------------------------
-    def _call(self, what: str, fn, *args, timeout: Optional[float] = 60.0, **kwargs):
-        try:
-            return fn(*args, timeout=timeout, metadata=self._metadata, **kwargs)
-        except grpc.RpcError as exc:
-            raise self._error(what, exc) from None
+    def _call(self, what: str, method: str, request, timeout: float = UNARY_TIMEOUT_S):
+        """A call with one reply, retried once after a lost link (each such call is idempotent:
+        a push is keyed by its sha). `request` is a message, or for a client stream a function
+        returning a fresh iterator of messages."""
+        for attempt in (1, 2):
+            message = request() if callable(request) else request
+            try:
+                return getattr(self._stub, method)(
+                    message, timeout=timeout, metadata=self._metadata
+                )
+            except grpc.RpcError as exc:
+                if exc.code() not in LINK_LOST or attempt == 2:
+                    raise self._error(what, exc) from None
+                self._reconnect(what, exc, until=time.monotonic() + RECONNECT_S)
+        raise AssertionError("unreachable")
 
     def _error(self, what: str, exc: grpc.RpcError) -> AgentError:
         code, detail = exc.code(), exc.details() or ""
@@ -115,7 +200,7 @@ class DeviceClient:
     def info(self, refresh: bool = False) -> DeviceInfo:
         """GetInfo; checks the protocol version (ProtocolMismatchError on mismatch)."""
         if self._info is None or refresh:
-            msg = self._call("GetInfo", self._stub.GetInfo, pb.GetInfoRequest(), timeout=120)
+            msg = self._call("GetInfo", "GetInfo", pb.GetInfoRequest(), timeout=120)
             if msg.protocol_version != PROTOCOL_VERSION:
                 raise ProtocolMismatchError(
                     f"device {self.name} ({self.address}) speaks protocol v{msg.protocol_version}, "
@@ -127,10 +212,10 @@ class DeviceClient:
         return self._info
 
     def health(self) -> pb.HealthReply:
-        return self._call("Health", self._stub.Health, pb.HealthRequest(), timeout=10)
+        return self._call("Health", "Health", pb.HealthRequest(), timeout=10)
 
     def has_model(self, sha256: str) -> bool:
-        return self._call("HasModel", self._stub.HasModel, pb.ModelRef(sha256=sha256)).present
+        return self._call("HasModel", "HasModel", pb.ModelRef(sha256=sha256)).present
 
     def push(self, path: Union[str, Path], name: Optional[str] = None) -> str:
         """Sends a model file unless the agent already holds its sha256; returns the sha256."""
@@ -160,14 +245,16 @@ class DeviceClient:
                     if not data:
                         return
 
-        self._call(f"push {path.name}", self._stub.PushModel, chunks(), timeout=600)
+        # Idempotent by sha: after a lost link the whole file is sent again (once).
+        timeout = 60.0 + size / PUSH_MIN_BYTES_PER_S
+        self._call(f"push {path.name}", "PushModel", chunks, timeout)
         return sha
 
     def list_models(self) -> list[pb.ModelEntry]:
-        return list(self._call("ListModels", self._stub.ListModels, pb.ListModelsRequest()).models)
+        return list(self._call("ListModels", "ListModels", pb.ListModelsRequest()).models)
 
     def delete_model(self, sha256: str) -> bool:
-        return self._call("DeleteModel", self._stub.DeleteModel, pb.ModelRef(sha256=sha256)).deleted
+        return self._call("DeleteModel", "DeleteModel", pb.ModelRef(sha256=sha256)).deleted
 
     def _resolve(self, model: Union[str, Path]) -> tuple[str, str]:
         """(sha256, display name) for a path (pushed if needed) or a sha256 string."""
@@ -194,26 +281,77 @@ class DeviceClient:
 
         A failure on the device (crash, timeout, load error) comes back as a Measurement with
         ok=False; only transport problems raise.
+
+        Raises:
+            ConfigError: unusable options, before anything is pushed.
+            AgentLostError: the link broke and the agent did not come back in time (or its
+                process is gone), or the link broke again after reattaching.
+            AgentTimeoutError: no result by the run's timeout plus RUN_MARGIN_S after the run
+                left the agent's queue.
         """
         options = options or BenchmarkOptions()
+        options.validate()  # before anything is pushed
         sha, display = self._resolve(model)
-        request = pb.BenchmarkRequest(sha256=sha, options=options.to_proto())
-        timeout = (options.timeout_seconds or 300.0) * 4 + 60  # the queue may hold it a while
-        result = None
+        request = pb.BenchmarkRequest(
+            sha256=sha, options=options.to_proto(), job_id=uuid.uuid4().hex
+        )
+        clock = _RunClock(
+            (options.timeout_seconds or AGENT_DEFAULTS.timeout_seconds) + RUN_MARGIN_S
+        )
         try:
-            stream = self._stub.Benchmark(request, timeout=timeout, metadata=self._metadata)
-            for event in stream:
-                if event.HasField("progress") and on_progress is not None:
-                    on_progress(event.progress)
-                elif event.HasField("result"):
-                    result = event.result
-        except grpc.RpcError as exc:
-            raise self._error("Benchmark", exc) from None
-        if result is None:
-            raise AgentError(f"device {self.name}: Benchmark stream ended without a result")
+            result = self._benchmark_stream(request, clock, on_progress)
+        except _LinkLost as lost:
+            # Re-send the same job id: the agent attaches it to the run already under way.
+            self._reconnect("Benchmark", lost.exc, until=clock.reattach_until())
+            try:
+                result = self._benchmark_stream(request, clock, on_progress)
+            except _LinkLost as again:
+                raise AgentLostError(
+                    f"device {self.name} ({self.address}): Benchmark: link lost again after "
+                    f"reattaching ({again.exc.details()})"
+                ) from None
         return Measurement.from_proto(
             result, self.info(), model_name=name or display, requested=options
         )
+
+    def _benchmark_stream(
+        self, request: pb.BenchmarkRequest, clock: _RunClock, on_progress: Optional[OnProgress]
+    ) -> pb.BenchmarkResult:
+        """One Benchmark stream, cancelled when the run's deadline passes; _LinkLost when the
+        link broke (keepalive, reset)."""
+        # No gRPC deadline: the queue ahead has no bound. The watch enforces the run's own.
+        call = self._stub.Benchmark(request, metadata=self._metadata)
+        over, done = threading.Event(), threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.2):
+                if clock.expired():
+                    over.set()
+                    call.cancel()
+                    return
+
+        threading.Thread(target=watch, daemon=True, name="benchmark-deadline").start()
+        try:
+            for event in call:
+                if event.HasField("progress"):
+                    clock.saw(event.progress.phase)
+                    if on_progress is not None:
+                        on_progress(event.progress)
+                elif event.HasField("result"):
+                    return event.result
+        except grpc.RpcError as exc:
+            if over.is_set():
+                raise AgentTimeoutError(
+                    f"device {self.name} ({self.address}): Benchmark: no result "
+                    f"{clock.budget_s:g} s after the run started (its timeout plus "
+                    f"{RUN_MARGIN_S:g} s)"
+                ) from None
+            if exc.code() in LINK_LOST:
+                raise _LinkLost(exc) from None
+            raise self._error("Benchmark", exc) from None
+        finally:
+            done.set()
+        raise AgentError(f"device {self.name}: Benchmark stream ended without a result")
 
     def infer(
         self,
@@ -231,7 +369,7 @@ class DeviceClient:
         sha, _ = self._resolve(model)
         request = pb.InferRequest(sha256=sha, runtime=runtime, threads=threads, raw=raw)
         request.inputs.extend(array_to_tensor(np.asarray(a)) for a in inputs)
-        reply = self._call("Infer", self._stub.Infer, request, timeout=600)
+        reply = self._call("Infer", "Infer", request, timeout=INFER_TIMEOUT_S)
         return [tensor_to_array(t) for t in reply.outputs]
 
     def close(self) -> None:
@@ -242,3 +380,53 @@ class DeviceClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _LinkLost(Exception):
+    """A stream broke on the link (not on the agent's word); carries the gRPC error."""
+
+    def __init__(self, exc: grpc.RpcError) -> None:
+        super().__init__(exc.details())
+        self.exc = exc
+
+
+class _RunClock:
+    """When a Benchmark must have its result: `budget_s` after its run started.
+
+    The run starts when the agent sends a phase other than "queued"; until then a "queued"
+    event suspends the deadline (a long queue is not a dead link: keepalive watches the link).
+    Before any event the request's send time counts as the start, so an agent that says
+    nothing is still bounded. Monotonic seconds throughout.
+    """
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self._started: Optional[float] = time.monotonic()
+        self._running = False
+        self._lock = threading.Lock()
+
+    def saw(self, phase: str) -> None:
+        with self._lock:
+            if self._running:
+                return
+            if phase == "queued":
+                self._started = None
+            else:
+                self._running = True
+                if self._started is None:
+                    self._started = time.monotonic()
+
+    def deadline(self) -> float:
+        with self._lock:
+            return math.inf if self._started is None else self._started + self.budget_s
+
+    def expired(self) -> bool:
+        return time.monotonic() > self.deadline()
+
+    def reattach_until(self) -> float:
+        """How long to wait for a lost agent: up to the run's deadline (at least
+        MIN_RECONNECT_S), or RECONNECT_S when the job was still queued."""
+        now, deadline = time.monotonic(), self.deadline()
+        if math.isinf(deadline):
+            return now + RECONNECT_S
+        return max(deadline, now + MIN_RECONNECT_S)
