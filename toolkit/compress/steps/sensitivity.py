@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import torch
 from torch import nn
 
 from toolkit.compress.base import CompressionStep, StepContext, StepReport, register_step
-from toolkit.compress.layers import output_layers, resolve_layers, weighted_layers
+from toolkit.compress.groups import find_groups
+from toolkit.compress.layers import resolve_layers, weighted_layers
 from toolkit.compress.params import check_known, choice, layer_names, ratio
 from toolkit.compress.steps.prune import (
     PER_LAYER_ARTIFACT,
@@ -27,7 +27,9 @@ from toolkit.compress.steps.prune import (
     PruneParams,
     prune_structured,
     prune_unstructured,
+    resolve_prunable,
 )
+from toolkit.errors import RecipeError
 
 
 @dataclass
@@ -104,7 +106,8 @@ def layer_sensitivity(
         method: a `prune` method (`l1-structured` default, `taylor-structured`, `magnitude`,
             `random`, `taylor`).
         layers: layer names to analyse (default: every Conv/Linear layer; for structured
-            methods the classifier, whose outputs are never pruned, is left out).
+            methods every prunable dependency group, named by its leading layer, an attention
+            block for its heads). A ratio that removes no channel of a group is left out.
         seed: seed for random and Taylor importance.
 
     Returns:
@@ -114,16 +117,20 @@ def layer_sensitivity(
 
     ctx = StepContext(data=data, input_shape=(1, *data.input_shape), seed=seed)
     all_layers = weighted_layers(model)
-    if layers is None:
-        excluded = output_layers(model, torch.randn(*ctx.input_shape))
-        layers = [n for n, m in all_layers.items() if method in UNSTRUCTURED or m not in excluded]
+    if layers is None and method in STRUCTURED:
+        layers = [g.name for g in find_groups(model, ctx.input_shape) if g.prunable]
+    elif layers is None:
+        layers = list(all_layers)
     table = SensitivityTable(method, accuracy(model, data.test_loader()))
     for name in layers:
         for r in ratios:
             trial = copy.deepcopy(model)
             if method in STRUCTURED:
-                params = PruneParams(method=method, amount=0.0, scope="layer")
-                prune_structured(trial, ctx, params, {name: r})
+                params = PruneParams(method=method, amount=None, scope="layer")
+                try:
+                    prune_structured(trial, ctx, params, {name: r})
+                except RecipeError:  # this ratio removes no channel of a narrow group
+                    continue
             else:
                 others = tuple(n for n in all_layers if n != name)
                 params = PruneParams(method=method, amount=r, scope="layer", skip=others)
@@ -192,7 +199,9 @@ class SensitivityStep(CompressionStep):
 
     def apply(self, model: nn.Module, ctx: StepContext) -> tuple[nn.Module, StepReport]:
         p = self.params
-        if p.layers:
+        if p.layers and p.method in STRUCTURED:
+            resolve_prunable(self, model, "layers", p.layers)
+        elif p.layers:
             resolve_layers(self, model, "layers", p.layers)
         if ctx.data is None:
             raise self.error("method", "a dataset to measure accuracy on", None)
