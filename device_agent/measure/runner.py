@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 from google.protobuf import json_format
 
+from device_agent.measure import limits as child_limits
 from device_agent.measure.options import validate, with_defaults
 from device_agent.protocol import edgeloop_pb2 as pb
 
@@ -52,6 +53,7 @@ def benchmark_in_child(
         return _failure(K.ERROR_KIND_BAD_REQUEST, problem)
     began = time.monotonic()
     child = _SPARE.take()
+    child_limits.limit_cpu(child.pid, child_limits.benchmark_cpu_seconds(options.timeout_seconds))
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     drain = threading.Thread(target=lambda: stderr_tail.extend(child.stderr), daemon=True)
     drain.start()
@@ -114,14 +116,19 @@ def benchmark_in_child(
 
 
 def _spawn_worker() -> subprocess.Popen:
-    return subprocess.Popen(
+    """Starts a benchmark process under the agent's ChildLimits (user, address space, files)."""
+    limits = child_limits.current()
+    child = subprocess.Popen(
         [sys.executable, "-m", "device_agent.measure.worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, so a kill takes its children too
+        **limits.popen_kwargs(),
     )
+    limits.apply(child.pid)
+    return child
 
 
 class _SpareWorker:

@@ -2,6 +2,23 @@
 
 One file per runtime; each imports its module lazily so the agent starts without it and
 reports it absent in GetInfo when the module is missing.
+
+Models are data, never code. Whoever can push a model can make the agent load it, so
+`Runtime.load` must not let the file's contents execute anything in the loading process:
+
+- no unpickling of anything the file carries: `.pt2` archives are inspected first
+  (`pt2_safety.check_pt2`: no ``use_pickle`` payloads, custom/opaque objects, compiled
+  AOTInductor libraries, or graph strings torch would evaluate) and every torch.load runs with
+  ``weights_only`` forced;
+- no file outside the model: ONNX tensors stored as external data are refused
+  (`onnx_safety.check_onnx`), so ONNX Runtime never opens another path;
+- no libraries from the wire: no runtime registers custom-op libraries or delegates named by
+  a model (ONNX Runtime custom-op libraries, TFLite custom-op registerers, Flex) — a model
+  using an op the runtime lacks fails to load.
+
+A refused model raises UnsafeModelError (ERROR_KIND_UNSAFE_MODEL on the wire), whose message
+names the member or tensor and why. Children that load models also run under resource limits
+(`device_agent.measure.limits`).
 """
 
 from __future__ import annotations
@@ -11,6 +28,10 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 import numpy as np
+
+
+class UnsafeModelError(ValueError):
+    """The model file could execute code or read other files when loaded; it is refused."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from device_agent.runtimes.base import LoadedModel, Runtime, RuntimeStatus, TensorInfo
+from device_agent.runtimes.onnx_safety import check_onnx
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -59,6 +60,7 @@ class OnnxRuntime(Runtime):
         )
 
     def load(self, path: str, threads: int = 0, accelerator: str = "") -> LoadedModel:
+        check_onnx(path)  # no external data: the runtime opens no file but this one
         import onnxruntime as ort
 
         options = ort.SessionOptions()

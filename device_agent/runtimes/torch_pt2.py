@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from functools import lru_cache
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from device_agent.runtimes.base import LoadedModel, Runtime, RuntimeStatus, TensorInfo
+from device_agent.runtimes.pt2_safety import check_pt2
 
 
 class TorchModel(LoadedModel):
@@ -121,5 +123,16 @@ class TorchRuntime(Runtime):
         device = accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("accelerator 'cuda' asked for, but torch sees no CUDA device here")
-        program = torch.export.load(path)
+        program = load_program(path)
         return TorchModel(program, device)
+
+
+def load_program(path: str) -> Any:
+    """torch.export.load of an archive that `check_pt2` accepted, with every torch.load in it
+    forced to ``weights_only=True`` (torch's own fallback to ``weights_only=False`` included)."""
+    check_pt2(path)
+    import torch
+
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"  # read by torch.load at each call
+    return torch.export.load(path)

@@ -1,0 +1,159 @@
+"""Resource limits and the user for the children that load models (benchmark and Infer workers).
+
+Defence in depth behind "models are data": even a model that gets a runtime to misbehave can
+only use bounded memory, CPU time and file descriptors, and — when the agent runs as root with
+``--run-as USER`` — only that user's rights.
+
+The agent sets one `ChildLimits` at start (`configure`); the spawners read it (`current`).
+The parent applies them with prlimit(2) right after starting a child and before handing it a
+job (no model is loaded before that): `ChildLimits.apply` for address space and open files,
+`limit_cpu` for a benchmark's CPU time, known only when its job is handed out. Not a
+``preexec_fn``: the agent is multi-threaded (gRPC), where running Python between fork and
+exec can deadlock.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pwd
+import resource
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+DEFAULT_ADDRESS_SPACE_MB = 8192
+"""Address space (virtual memory) of a child, MB, on a CPU-only device.
+
+Virtual, not resident: a torch CPU benchmark reserves ~0.85 GB with 2 threads and ~1.9 GB with
+16 (thread stacks and malloc arenas), ONNX Runtime 0.33-1.4 GB, LiteRT 0.17 GB, before the
+model's own tensors. 8 GiB leaves room for a large model on a many-core device while a runaway
+allocation still fails in the child instead of taking the device's memory.
+"""
+CUDA_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvhost-ctrl")
+"""When one exists the default address-space limit is off: the CUDA driver reserves tens of GB
+of virtual address space at initialisation (unified addressing), so any useful cap breaks it."""
+DEFAULT_OPEN_FILES = 256
+CPU_MARGIN_S = 30.0
+"""CPU seconds a benchmark may use beyond its timeout, per core (imports, probes)."""
+
+
+@dataclass(frozen=True)
+class ChildLimits:
+    """Limits for one kind of child process.
+
+    Attributes:
+        address_space_mb: RLIMIT_AS in MB; 0 = no limit; None = `default_address_space_mb()`.
+        open_files: RLIMIT_NOFILE (soft and hard); 0 = inherit.
+        run_as: user name the children run as (the agent must be root); "" = the agent's user.
+    """
+
+    address_space_mb: Optional[int] = None
+    open_files: int = DEFAULT_OPEN_FILES
+    run_as: str = ""
+    _user: Optional[pwd.struct_passwd] = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.address_space_mb is not None and self.address_space_mb < 0:
+            raise ValueError(f"address_space_mb: expected >= 0 (0 = no limit), got "
+                             f"{self.address_space_mb}")
+        if self.open_files < 0:
+            raise ValueError(f"open_files: expected >= 0, got {self.open_files}")
+        if self.run_as:
+            if os.geteuid() != 0:
+                raise PermissionError(
+                    f"--run-as {self.run_as}: the agent must run as root to start children as "
+                    "another user"
+                )
+            try:
+                object.__setattr__(self, "_user", pwd.getpwnam(self.run_as))
+            except KeyError:
+                raise ValueError(f"--run-as {self.run_as}: no such user") from None
+
+    @property
+    def effective_address_space_mb(self) -> int:
+        if self.address_space_mb is None:
+            return default_address_space_mb()
+        return self.address_space_mb
+
+    def apply(self, pid: int) -> None:
+        """Sets address space and open files on a child just started (before it gets a job)."""
+        as_bytes = self.effective_address_space_mb * 2**20
+        if as_bytes:
+            _prlimit(pid, resource.RLIMIT_AS, as_bytes)
+        if self.open_files:
+            _prlimit(pid, resource.RLIMIT_NOFILE, self.open_files)
+
+    def popen_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for subprocess.Popen: the user, group and environment of run_as."""
+        kwargs: dict[str, Any] = {}
+        if self._user is not None:
+            kwargs.update(user=self._user.pw_uid, group=self._user.pw_gid, extra_groups=[])
+            kwargs["env"] = {
+                **os.environ,
+                "HOME": self._user.pw_dir,
+                "USER": self._user.pw_name,
+                "LOGNAME": self._user.pw_name,
+            }
+            kwargs["cwd"] = "/"
+        return kwargs
+
+    def grant_read(self, path: Path) -> None:
+        """Lets the run-as user read models under `path`: the folders are made traversable
+        (o+x) and files readable (o+r) for others; nothing is made writable."""
+        if self._user is None:
+            return
+        path = Path(path)
+        for folder in (path, *path.parents):
+            _add_mode(folder, 0o001)
+        for item in path.rglob("*"):
+            _add_mode(item, 0o001 if item.is_dir() else 0o004)
+
+
+def _add_mode(path: Path, bits: int) -> None:
+    try:
+        mode = path.stat().st_mode
+        if mode & bits != bits:
+            path.chmod((mode | bits) & 0o7777)
+    except OSError:
+        pass
+
+
+def default_address_space_mb() -> int:
+    """DEFAULT_ADDRESS_SPACE_MB, or 0 (no limit) on a device with a CUDA driver."""
+    if any(Path(p).exists() for p in CUDA_DEVICE_FILES):
+        return 0
+    return DEFAULT_ADDRESS_SPACE_MB
+
+
+def benchmark_cpu_seconds(timeout_s: float, cores: Optional[int] = None) -> int:
+    """RLIMIT_CPU for a benchmark: its wall-clock timeout plus a margin, times the cores
+    (CPU time of all threads counts). The watchdog kills at the timeout; this is the backstop."""
+    cores = cores or os.cpu_count() or 1
+    return int(math.ceil((timeout_s + CPU_MARGIN_S) * cores))
+
+
+def limit_cpu(pid: int, seconds: int) -> None:
+    """Sets RLIMIT_CPU of a running child (SIGXCPU, then SIGKILL, when it is used up)."""
+    _prlimit(pid, resource.RLIMIT_CPU, seconds)
+
+
+def _prlimit(pid: int, which: int, value: int) -> None:
+    """soft = hard = value on another process; a child already gone is reported as a crash."""
+    try:
+        resource.prlimit(pid, which, (value, value))
+    except ProcessLookupError:
+        pass
+
+
+_current = ChildLimits()
+
+
+def configure(limits: ChildLimits) -> None:
+    """Sets the limits every child started from now on gets (called once at agent start)."""
+    global _current
+    _current = limits
+
+
+def current() -> ChildLimits:
+    return _current
