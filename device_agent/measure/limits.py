@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+
+class ChildLimitsError(ValueError):
+    """Limits or run-as user that cannot work here (one line, for the agent's start-up)."""
+
+
 DEFAULT_ADDRESS_SPACE_MB = 8192
 """Address space (virtual memory) of a child, MB, on a CPU-only device.
 
@@ -55,20 +60,21 @@ class ChildLimits:
 
     def __post_init__(self) -> None:
         if self.address_space_mb is not None and self.address_space_mb < 0:
-            raise ValueError(f"address_space_mb: expected >= 0 (0 = no limit), got "
-                             f"{self.address_space_mb}")
+            raise ChildLimitsError(
+                f"--child-memory-mb: expected >= 0 (0 = no limit), got {self.address_space_mb}"
+            )
         if self.open_files < 0:
-            raise ValueError(f"open_files: expected >= 0, got {self.open_files}")
+            raise ChildLimitsError(f"--child-open-files: expected >= 0, got {self.open_files}")
         if self.run_as:
             if os.geteuid() != 0:
-                raise PermissionError(
+                raise ChildLimitsError(
                     f"--run-as {self.run_as}: the agent must run as root to start children as "
                     "another user"
                 )
             try:
                 object.__setattr__(self, "_user", pwd.getpwnam(self.run_as))
             except KeyError:
-                raise ValueError(f"--run-as {self.run_as}: no such user") from None
+                raise ChildLimitsError(f"--run-as {self.run_as}: no such user") from None
 
     @property
     def effective_address_space_mb(self) -> int:
@@ -98,16 +104,32 @@ class ChildLimits:
             kwargs["cwd"] = "/"
         return kwargs
 
-    def grant_read(self, path: Path) -> None:
-        """Lets the run-as user read models under `path`: the folders are made traversable
-        (o+x) and files readable (o+r) for others; nothing is made writable."""
+    def grant_read(self, models_dir: Path) -> None:
+        """Lets the run-as user read the model files: the models folder and its files get o+rx /
+        o+r (nothing becomes writable). The folders above it are not changed: when one of them
+        does not let the user through, this raises ChildLimitsError naming it."""
         if self._user is None:
             return
-        path = Path(path)
-        for folder in (path, *path.parents):
-            _add_mode(folder, 0o001)
-        for item in path.rglob("*"):
-            _add_mode(item, 0o001 if item.is_dir() else 0o004)
+        models_dir = Path(models_dir).resolve()
+        for folder in reversed(models_dir.parents):
+            if not _searchable_by(folder, self._user):
+                raise ChildLimitsError(
+                    f"--run-as {self.run_as}: {folder} is not searchable by that user, so it "
+                    f"cannot read the models in {models_dir}; put --cache-dir under a folder it "
+                    "can reach (e.g. /var/lib/edgeloop-agent)"
+                )
+        _add_mode(models_dir, 0o005)
+        for item in models_dir.iterdir():
+            _add_mode(item, 0o004)
+
+
+def _searchable_by(folder: Path, user: pwd.struct_passwd) -> bool:
+    st = folder.stat()
+    if st.st_uid == user.pw_uid:
+        return bool(st.st_mode & 0o100)
+    if st.st_gid == user.pw_gid:
+        return bool(st.st_mode & 0o010)
+    return bool(st.st_mode & 0o001)
 
 
 def _add_mode(path: Path, bits: int) -> None:

@@ -1,6 +1,14 @@
-"""Benchmark option defaults, filled in one place (0 / empty on the wire means "default")."""
+"""Benchmark options: defaults and allowed ranges, each stated once (0 / empty on the wire
+means "default").
+
+Both sides use this module: the agent refuses a request whose options are out of range
+(INVALID_ARGUMENT, before it is queued), and the host imports the same `RANGES` and
+`validate` so it refuses them before it pushes anything.
+"""
 
 from __future__ import annotations
+
+import math
 
 from device_agent.protocol import edgeloop_pb2 as pb
 
@@ -13,6 +21,28 @@ DEFAULTS = pb.BenchmarkOptions(
     idle_seconds=0.5,
     keep_samples=10_000,
 )
+
+MAX_KEEP_SAMPLES = 100_000
+"""Raw samples returned at most (800 KB of doubles in the result; 4,000,000 took the agent
+from 97 MB to 361 MB RSS)."""
+MAX_TIMEOUT_S = 86_400.0
+"""One day: a benchmark is one child process, killed at its timeout."""
+
+RANGES: dict[str, tuple[float, float]] = {
+    "threads": (0, 1024),
+    "warmup_runs": (0, 1_000_000),
+    "warmup_min_seconds": (0.0, 3_600.0),
+    "min_runs": (0, 10_000_000),
+    "min_seconds": (0.0, MAX_TIMEOUT_S),
+    "max_runs": (0, 100_000_000),
+    "timeout_seconds": (0.0, MAX_TIMEOUT_S),
+    "idle_seconds": (0.0, 600.0),
+    "tflm_arena_bytes": (0, 2**31),
+    "keep_samples": (0, MAX_KEEP_SAMPLES),
+}
+"""Allowed closed range [low, high] of each numeric option; 0 is "default" where it has one."""
+
+ACCELERATORS = ("", "cpu", "cuda")
 
 
 def with_defaults(options: pb.BenchmarkOptions) -> pb.BenchmarkOptions:
@@ -27,17 +57,31 @@ def with_defaults(options: pb.BenchmarkOptions) -> pb.BenchmarkOptions:
 
 
 def validate(options: pb.BenchmarkOptions) -> str:
-    """Returns why the options are unusable, or "" when they are fine."""
-    for name in ("threads", "warmup_runs", "min_runs", "max_runs", "keep_samples"):
-        if getattr(options, name) < 0:
-            return f"options.{name}: expected >= 0, got {getattr(options, name)}"
-    for name in ("warmup_min_seconds", "min_seconds", "timeout_seconds", "idle_seconds"):
-        if getattr(options, name) < 0:
-            return f"options.{name}: expected >= 0 seconds, got {getattr(options, name)}"
+    """Returns why the options are unusable, or "" when they are fine.
+
+    Each numeric field must be a finite number within its `RANGES` entry; the message names
+    the field, the allowed range and the value, e.g.
+    ``options.timeout_seconds: expected a finite number in [0, 86400], got nan``.
+    """
+    for name, (low, high) in RANGES.items():
+        value = getattr(options, name)
+        kind = "a finite number" if isinstance(value, float) else "an integer"
+        if not (math.isfinite(value) and low <= value <= high):
+            return (
+                f"options.{name}: expected {kind} in [{_text(low)}, {_text(high)}], "
+                f"got {_text(value)}"
+            )
     if options.max_runs and options.max_runs < options.min_runs:
         return (
             f"options.max_runs ({options.max_runs}) is below options.min_runs ({options.min_runs})"
         )
-    if options.accelerator not in ("", "cpu", "cuda"):
+    if options.accelerator not in ACCELERATORS:
         return f"options.accelerator: expected 'cpu' or 'cuda', got {options.accelerator!r}"
     return ""
+
+
+def _text(x: float) -> str:
+    """86400.0 -> "86400", 0.25 -> "0.25", nan -> "nan"."""
+    if math.isfinite(x) and float(x).is_integer():
+        return str(int(x))
+    return f"{x:g}"
