@@ -31,6 +31,7 @@ INFER_STATUS = {
     "bad_input": grpc.StatusCode.INVALID_ARGUMENT,
     "unavailable": grpc.StatusCode.FAILED_PRECONDITION,
     "load": grpc.StatusCode.FAILED_PRECONDITION,
+    "unsafe": grpc.StatusCode.FAILED_PRECONDITION,  # the model could run code: refused
     "run": grpc.StatusCode.INTERNAL,
     "crash": grpc.StatusCode.INTERNAL,
     "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
