@@ -11,7 +11,7 @@ from device_agent import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from device_agent.server.app import InsecureBindError, ServeConfig, serve
+    from device_agent.server.app import AuthConfigError, ServeConfig, serve
 
     if args.power_command:
         import os
@@ -27,10 +27,18 @@ def _serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         client_ca=args.client_ca,
         device_id=args.device_id,
+        token_file=args.token_file,
+        max_pushes=args.max_pushes,
+        push_idle_s=args.push_idle_s,
+        run_as=args.run_as,
+        child_memory_mb=args.child_memory_mb,
+        child_open_files=args.child_open_files,
     )
+    from device_agent.measure.limits import ChildLimitsError
+
     try:
         return serve(config, watch_parent=args.exit_with_parent)
-    except (InsecureBindError, OSError) as exc:
+    except (AuthConfigError, ChildLimitsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -131,6 +139,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     s.add_argument(
         "--client-ca", type=Path, help="CA that client certificates must chain to (mTLS)"
+    )
+    s.add_argument(
+        "--token-file",
+        type=Path,
+        help="file holding the bearer token clients must send (read once; not readable by "
+        "other users); default: $EDGELOOP_AGENT_TOKEN. Beyond loopback: this or --client-ca",
+    )
+    s.add_argument(
+        "--max-pushes", type=int, default=4, help="model pushes in progress at once (default 4)"
+    )
+    s.add_argument(
+        "--push-idle-s",
+        type=float,
+        default=20.0,
+        help="cancel a push that sends no chunk for this many seconds (default 20)",
+    )
+    s.add_argument(
+        "--run-as",
+        default="",
+        metavar="USER",
+        help="start benchmark and Infer children as this unprivileged user (agent must be root)",
+    )
+    s.add_argument(
+        "--child-memory-mb",
+        type=int,
+        default=None,
+        help="address-space limit of each child in MB (0: none; default 8192, none when a CUDA "
+        "driver is present: CUDA reserves tens of GB of virtual memory)",
+    )
+    s.add_argument(
+        "--child-open-files", type=int, default=256, help="open-file limit of each child"
     )
     s.add_argument(
         "--device-id", default="", help="device id to report (default: hostname + machine id)"

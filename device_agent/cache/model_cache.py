@@ -3,7 +3,11 @@
 Files live at `<root>/models/<sha256>`: the hex digest is the only thing that ever becomes
 a path, and it is checked to be 64 hex characters first. A push streams into a temporary
 file while hashing, is refused past the size limit, and is renamed into place only when
-the digest matches. When the quota would be exceeded, least recently used models go first.
+the digest matches. When the quota would be exceeded, least recently used models go first,
+but never a pinned one (a model queued or running in a Benchmark, or in use by Infer): when
+the quota cannot be met without one, the push is refused. A push in progress reserves its
+announced size toward the quota from its first chunk. A model's name is display text only:
+control characters are stripped and it never reaches the file system.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import re
 import tempfile
 import threading
 import time
+import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +30,8 @@ from device_agent.protocol.formats import detect_format
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 FORMATS = ("tflite", "onnx", "pt2")
+MAX_NAME_CHARS = 200
+TMP_PREFIX = "push-"
 
 
 class CacheError(Exception):
@@ -36,6 +44,23 @@ class BadDigestError(CacheError, ValueError):
 
 class TooLargeError(CacheError):
     """The model exceeds the size limit or cannot fit in the quota."""
+
+
+class QuotaError(TooLargeError):
+    """The quota cannot be met without evicting a model in use; the message names used,
+    quota, pinned and reserved bytes."""
+
+
+class InUseError(CacheError):
+    """The model is pinned (queued, benchmarked or in an Infer) and cannot be deleted."""
+
+
+def display_name(name: str) -> str:
+    """A model name as display text: control and format characters (escape sequences, NUL,
+    bidi overrides) removed, at most MAX_NAME_CHARS characters."""
+    text = name if isinstance(name, str) else str(name)
+    kept = "".join(c for c in text if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
+    return kept[:MAX_NAME_CHARS]
 
 
 @dataclass
@@ -77,6 +102,51 @@ class ModelCache:
         self._index_path = self.root / "index.json"
         self._lock = threading.Lock()
         self._index = self._load_index()
+        self._pins: Counter[str] = Counter()
+        self._reserved: dict[int, int] = {}  # push id -> announced bytes
+        self._push_ids = iter(range(1, 2**62))
+
+    def remove_orphans(self) -> int:
+        """Removes temporary files of pushes that never finished (an agent killed mid-push)
+        and model files the index does not know. Call once at agent start, before serving;
+        returns how many files were removed."""
+        removed = 0
+        with self._lock:
+            for path in self.tmp_dir.iterdir():
+                if path.is_file() and path.name.startswith(TMP_PREFIX):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            for path in self.models_dir.iterdir():
+                if path.is_file() and path.name not in self._index:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    # -- pins ----------------------------------------------------------------
+    def pin(self, sha256: str) -> Optional[CachedModel]:
+        """Marks a held model as in use (counted: pins nest) and returns it; None when the
+        model is not held. A pinned model is never evicted nor deleted."""
+        check_sha(sha256)
+        with self._lock:
+            entry = self._index.get(sha256)
+            if entry is None or not (self.models_dir / sha256).is_file():
+                return None
+            self._pins[sha256] += 1
+            entry.used_unix = time.time()
+            return entry
+
+    def unpin(self, sha256: str) -> None:
+        """Releases one pin taken with pin()."""
+        with self._lock:
+            if self._pins[sha256] <= 1:
+                self._pins.pop(sha256, None)
+            else:
+                self._pins[sha256] -= 1
+
+    def pinned(self) -> dict[str, int]:
+        """sha256 -> pin count, for the models in use now."""
+        with self._lock:
+            return dict(self._pins)
 
     # -- queries -------------------------------------------------------------
     def path_of(self, sha256: str) -> Optional[Path]:
@@ -104,14 +174,23 @@ class ModelCache:
         with self._lock:
             return sum(m.size_bytes for m in self._index.values())
 
+    def reserved_bytes(self) -> int:
+        """Bytes announced by pushes in progress."""
+        with self._lock:
+            return sum(self._reserved.values())
+
     # -- changes -------------------------------------------------------------
-    def store(
-        self, sha256: str, name: str, size_bytes: int, fmt: str, chunks: Iterable[bytes]
-    ) -> CachedModel:
-        """Writes a model from a stream of chunks; atomic; verifies size and digest."""
+    def begin_push(self, sha256: str, name: str, size_bytes: int, fmt: str) -> PushWriter:
+        """Starts a push: checks the size limit and that the quota can be met without
+        evicting a pinned model, and reserves `size_bytes` until the push ends.
+
+        Raises:
+            CacheError: size not positive; TooLargeError: over the size limit or the quota;
+            QuotaError: the quota cannot be met without evicting models in use.
+        """
         check_sha(sha256)
         if size_bytes <= 0:
-            raise TooLargeError(f"model size must be positive, got {size_bytes}")
+            raise CacheError(f"model size must be positive, got {size_bytes}")
         if size_bytes > self.max_model_bytes:
             raise TooLargeError(
                 f"model is {size_bytes} bytes; "
@@ -121,49 +200,37 @@ class ModelCache:
             raise TooLargeError(
                 f"model is {size_bytes} bytes; the cache quota is {self.quota_bytes} bytes"
             )
-        digest = hashlib.sha256()
-        received = 0
-        head = b""
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix="push-")
+        with self._lock:
+            self._check_room(size_bytes, evict=False)
+            push_id = next(self._push_ids)
+            self._reserved[push_id] = size_bytes
         try:
-            with os.fdopen(fd, "wb", buffering=0) as out:  # chunks are large: no extra copy
-                for chunk in chunks:
-                    received += len(chunk)
-                    if received > size_bytes:
-                        raise TooLargeError(f"received more than the announced {size_bytes} bytes")
-                    if len(head) < 16:
-                        head += chunk[:16]
-                    digest.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[out.write(view) :]
-                os.fsync(out.fileno())
-            if received != size_bytes:
-                raise BadDigestError(f"received {received} bytes, announced {size_bytes}")
-            if digest.hexdigest() != sha256:
-                raise BadDigestError(
-                    f"sha256 mismatch: announced {sha256}, received {digest.hexdigest()}"
-                )
-            fmt = fmt or detect_format(head)
-            if fmt not in FORMATS:
-                raise CacheError(
-                    f"not a model file edgeloop can run (expected one of {', '.join(FORMATS)})"
-                )
-            with self._lock:
-                self._make_room(size_bytes)
-                os.replace(tmp_name, self.models_dir / sha256)
-                now = time.time()
-                entry = CachedModel(sha256, name[:200], size_bytes, fmt, now, now)
-                self._index[sha256] = entry
-                self._save_index()
-            return entry
+            return PushWriter(self, push_id, sha256, name, size_bytes, fmt)
+        except BaseException:
+            self._release(push_id)
+            raise
+
+    def store(
+        self, sha256: str, name: str, size_bytes: int, fmt: str, chunks: Iterable[bytes]
+    ) -> CachedModel:
+        """Writes a model from a stream of chunks; atomic; verifies size and digest."""
+        writer = self.begin_push(sha256, name, size_bytes, fmt)
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.commit()
         finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
+            writer.abort()
 
     def delete(self, sha256: str) -> bool:
+        """Removes a model; False when it was not held. Raises InUseError when pinned."""
         check_sha(sha256)
         with self._lock:
+            if self._pins.get(sha256):
+                raise InUseError(
+                    f"model {sha256[:12]} is in use (queued, benchmarked or in an Infer); "
+                    "delete it when that ends"
+                )
             entry = self._index.pop(sha256, None)
             path = self.models_dir / sha256
             if path.exists():
@@ -172,18 +239,34 @@ class ModelCache:
             return entry is not None
 
     # -- internals -----------------------------------------------------------
-    def _make_room(self, incoming: int) -> None:
+    def _release(self, push_id: int) -> None:
+        with self._lock:
+            self._reserved.pop(push_id, None)
+
+    def _check_room(self, incoming: int, evict: bool, push_id: int = 0) -> None:
+        """Makes `incoming` bytes fit the quota, counting pushes in progress (other than
+        `push_id`); evicts unpinned models, least recently used first, only when `evict`.
+        Raises QuotaError when even evicting every unpinned model would not do. Lock held."""
         used = sum(m.size_bytes for m in self._index.values())
+        pinned = sum(m.size_bytes for m in self._index.values() if self._pins.get(m.sha256))
+        reserved = sum(b for pid, b in self._reserved.items() if pid != push_id)
+        if pinned + reserved + incoming > self.quota_bytes:
+            raise QuotaError(
+                f"no room for {incoming} bytes: cache quota {self.quota_bytes} bytes, "
+                f"{used} bytes used, {pinned} bytes pinned by models in use, "
+                f"{reserved} bytes reserved by pushes in progress; nothing in use is evicted, "
+                "try again when the benchmarks end"
+            )
+        if not evict:
+            return
         for victim in sorted(self._index.values(), key=lambda m: m.used_unix):
-            if used + incoming <= self.quota_bytes:
+            if used + reserved + incoming <= self.quota_bytes:
                 break
+            if self._pins.get(victim.sha256):
+                continue
             (self.models_dir / victim.sha256).unlink(missing_ok=True)
             del self._index[victim.sha256]
             used -= victim.size_bytes
-        if used + incoming > self.quota_bytes:
-            raise TooLargeError(
-                f"no room: {used + incoming} bytes needed, quota {self.quota_bytes}"
-            )
 
     def _load_index(self) -> dict[str, CachedModel]:
         try:
@@ -198,6 +281,7 @@ class ModelCache:
             except (TypeError, BadDigestError):
                 continue
             if (self.models_dir / entry.sha256).is_file():
+                entry.name = display_name(entry.name)
                 index[entry.sha256] = entry
         return index
 
@@ -205,3 +289,88 @@ class ModelCache:
         tmp = self._index_path.with_suffix(".tmp")
         tmp.write_text(json.dumps([asdict(m) for m in self._index.values()]))
         os.replace(tmp, self._index_path)
+
+
+class PushWriter:
+    """One push in progress: streams into a temporary file while hashing, holds its quota
+    reservation, and moves the file into the cache only on commit(). Always call abort()
+    after (a no-op once committed): it removes the temporary file and frees the reservation.
+    write() and commit() may run in a worker thread; abort() may come from another."""
+
+    def __init__(
+        self, cache: ModelCache, push_id: int, sha256: str, name: str, size_bytes: int, fmt: str
+    ) -> None:
+        self._cache = cache
+        self._push_id = push_id
+        self.sha256 = sha256
+        self.name = display_name(name)
+        self.size_bytes = size_bytes
+        self._fmt = fmt
+        self._digest = hashlib.sha256()
+        self._received = 0
+        self._head = b""
+        self._lock = threading.Lock()
+        fd, self._tmp = tempfile.mkstemp(dir=cache.tmp_dir, prefix=TMP_PREFIX)
+        os.fchmod(fd, 0o644)  # readable by children started as the --run-as user
+        self._out: Optional[object] = os.fdopen(fd, "wb", buffering=0)
+        self._done = False
+
+    def write(self, chunk: bytes) -> None:
+        """Appends a chunk; BadDigestError past the announced size."""
+        with self._lock:
+            if self._out is None:
+                raise CacheError("push already ended")
+            self._received += len(chunk)
+            if self._received > self.size_bytes:
+                raise BadDigestError(f"received more than the announced {self.size_bytes} bytes")
+            if len(self._head) < 16:
+                self._head += chunk[: 16 - len(self._head)]
+            self._digest.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[self._out.write(view) :]
+
+    def commit(self) -> CachedModel:
+        """Verifies size, digest and format, then moves the model into place (evicting
+        unpinned models if the quota needs it)."""
+        cache = self._cache
+        with self._lock:
+            if self._out is None:
+                raise CacheError("push already ended")
+            os.fsync(self._out.fileno())
+            self._out.close()
+            self._out = None
+            if self._received != self.size_bytes:
+                raise BadDigestError(
+                    f"received {self._received} bytes, announced {self.size_bytes}"
+                )
+            if self._digest.hexdigest() != self.sha256:
+                raise BadDigestError(
+                    f"sha256 mismatch: announced {self.sha256}, received {self._digest.hexdigest()}"
+                )
+            fmt = self._fmt or detect_format(self._head)
+            if fmt not in FORMATS:
+                raise CacheError(
+                    f"not a model file edgeloop can run (expected one of {', '.join(FORMATS)})"
+                )
+            with cache._lock:
+                cache._check_room(self.size_bytes, evict=True, push_id=self._push_id)
+                os.replace(self._tmp, cache.models_dir / self.sha256)
+                now = time.time()
+                entry = CachedModel(self.sha256, self.name, self.size_bytes, fmt, now, now)
+                cache._index[self.sha256] = entry
+                cache._reserved.pop(self._push_id, None)
+                cache._save_index()
+                self._done = True
+            return entry
+
+    def abort(self) -> None:
+        """Ends the push: removes the temporary file and frees the reservation."""
+        with self._lock:
+            if self._out is not None:
+                self._out.close()
+                self._out = None
+            if not self._done and os.path.exists(self._tmp):
+                os.unlink(self._tmp)
+            self._done = True
+        self._cache._release(self._push_id)

@@ -1,11 +1,18 @@
-"""The gRPC servicer: GetInfo, Health, model cache calls, Benchmark and Infer."""
+"""The gRPC servicer (grpc.aio): GetInfo, Health, model cache calls, Benchmark and Infer.
+
+Everything runs on one event loop, and nothing on it blocks: control calls (GetInfo in a
+small pool of its own; Health, HasModel, ListModels inline) answer while pushes stall and
+benchmarks queue; pushes are bounded and cancelled when idle; benchmarks run one at a time
+in one worker thread; Infer runs in a pool of its own.
+"""
 
 from __future__ import annotations
 
-import queue
-import threading
+import asyncio
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 import grpc
 
@@ -13,17 +20,21 @@ from device_agent import system_info
 from device_agent.cache.model_cache import (
     BadDigestError,
     CacheError,
+    InUseError,
     ModelCache,
+    PushWriter,
     TooLargeError,
     check_sha,
 )
+from device_agent.measure.options import validate, with_defaults
 from device_agent.measure.runner import benchmark_in_child
 from device_agent.protocol import edgeloop_pb2 as pb
 from device_agent.protocol import edgeloop_pb2_grpc as rpc
 from device_agent.protocol.formats import FORMAT_TO_PB, PB_TO_FORMAT
 from device_agent.protocol.tensors import array_to_tensor, tensor_to_array
-from device_agent.server.infer_pool import InferFailure, InferPool
+from device_agent.server.infer_pool import KEEP_LOADED, InferFailure, InferPool
 from device_agent.server.info import build_device_info
+from device_agent.server.jobs import Job, JobIdError, JobTable, check_job_id
 from device_agent.server.queue import BenchmarkQueue
 
 INFER_STATUS = {
@@ -36,23 +47,52 @@ INFER_STATUS = {
     "crash": grpc.StatusCode.INTERNAL,
     "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+INFER_WORKER_KEEPS = ("bad_input", "run")  # failures after which the worker holds the model
+MAX_PUSHES = 4
+PUSH_IDLE_S = 20.0
 
 
 class DeviceAgentService(rpc.DeviceAgentServicer):
-    """Serves one device. Benchmarks queue one at a time; Infer runs in its own worker."""
+    """Serves one device.
 
-    def __init__(self, cache: ModelCache, device_id: str = "") -> None:
+    Args:
+        cache: the model store.
+        device_id: reported by GetInfo (default: hostname + machine id).
+        max_pushes: pushes in progress at once; more are refused RESOURCE_EXHAUSTED.
+        push_idle_s: a push that sends no chunk for this long is cancelled (seconds).
+    """
+
+    def __init__(
+        self,
+        cache: ModelCache,
+        device_id: str = "",
+        max_pushes: int = MAX_PUSHES,
+        push_idle_s: float = PUSH_IDLE_S,
+    ) -> None:
         self.cache = cache
         self.device_id = device_id or system_info.default_device_id()
         self.started = time.monotonic()
-        self.bench_queue = BenchmarkQueue()
+        self.max_pushes = max_pushes
+        self.push_idle_s = push_idle_s
+        self.jobs = JobTable()
+        self.bench_queue = BenchmarkQueue(run=self._measure, on_end=self._job_ended)
         self.infer_pool = InferPool()
+        self._pushes = 0
+        self._control = ThreadPoolExecutor(max_workers=2, thread_name_prefix="control")
+        self._io = ThreadPoolExecutor(max_workers=max_pushes, thread_name_prefix="push")
+        self._infer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="infer")
+        # Mirrors the Infer worker's LRU of loaded (sha, runtime, threads): each entry pins its
+        # model, so a model the worker holds loaded is not evicted under it.
+        self._infer_loaded: OrderedDict[tuple[str, str, int], None] = OrderedDict()
 
     # -- identity ------------------------------------------------------------
-    def GetInfo(self, request, context) -> pb.DeviceInfo:
-        return build_device_info(self.cache, self.device_id)
+    async def GetInfo(self, request, context) -> pb.DeviceInfo:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._control, build_device_info, self.cache, self.device_id
+        )
 
-    def Health(self, request, context) -> pb.HealthReply:
+    async def Health(self, request, context) -> pb.HealthReply:
         return pb.HealthReply(
             ok=True,
             uptime_s=time.monotonic() - self.started,
@@ -60,45 +100,72 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
         )
 
     # -- model cache -----------------------------------------------------------
-    def _sha_or_abort(self, sha256: str, context) -> str:
+    async def _sha_or_abort(self, sha256: str, context) -> str:
         try:
             return check_sha(sha256)
         except BadDigestError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
-    def HasModel(self, request, context) -> pb.HasModelReply:
-        sha = self._sha_or_abort(request.sha256, context)
+    async def HasModel(self, request, context) -> pb.HasModelReply:
+        sha = await self._sha_or_abort(request.sha256, context)
         return pb.HasModelReply(present=self.cache.path_of(sha) is not None)
 
-    def PushModel(self, request_iterator, context) -> pb.PushModelReply:
-        first = next(request_iterator, None)
-        if first is None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty push: no chunks received")
-        sha = self._sha_or_abort(first.sha256, context)
-        held = self.cache.get(sha)
-        if held is not None and self.cache.path_of(sha) is not None:
-            for _ in request_iterator:
-                pass
-            return pb.PushModelReply(sha256=sha, size_bytes=held.size_bytes, already_present=True)
-
-        def chunks() -> Iterator[bytes]:
-            yield first.data
-            for chunk in request_iterator:
-                yield chunk.data
-
+    async def _next_chunk(self, chunks, context) -> Optional[pb.ModelChunk]:
         try:
-            entry = self.cache.store(
-                sha, first.name, first.size_bytes, PB_TO_FORMAT.get(first.format, ""), chunks()
+            return await asyncio.wait_for(chunks.__anext__(), self.push_idle_s)
+        except StopAsyncIteration:
+            return None
+        except asyncio.TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"push idle for more than {self.push_idle_s:g} s between chunks; cancelled",
             )
-        except TooLargeError as exc:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except BadDigestError as exc:
-            context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
-        except CacheError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return pb.PushModelReply(sha256=sha, size_bytes=entry.size_bytes, already_present=False)
 
-    def ListModels(self, request, context) -> pb.ListModelsReply:
+    async def PushModel(self, request_iterator, context) -> pb.PushModelReply:
+        if self._pushes >= self.max_pushes:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self._pushes} pushes in progress (at most {self.max_pushes}); try again",
+            )
+        self._pushes += 1
+        writer: Optional[PushWriter] = None
+        loop = asyncio.get_running_loop()
+        chunks = request_iterator.__aiter__()
+        try:
+            first = await self._next_chunk(chunks, context)
+            if first is None:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "empty push: no chunks received"
+                )
+            sha = await self._sha_or_abort(first.sha256, context)
+            held = self.cache.get(sha)
+            if held is not None and self.cache.path_of(sha) is not None:
+                return pb.PushModelReply(
+                    sha256=sha, size_bytes=held.size_bytes, already_present=True
+                )
+            try:
+                writer = self.cache.begin_push(
+                    sha, first.name, first.size_bytes, PB_TO_FORMAT.get(first.format, "")
+                )
+                chunk = first
+                while chunk is not None:
+                    if chunk.data:
+                        await loop.run_in_executor(self._io, writer.write, chunk.data)
+                    chunk = await self._next_chunk(chunks, context)
+                entry = await loop.run_in_executor(self._io, writer.commit)
+            except TooLargeError as exc:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            except BadDigestError as exc:
+                await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
+            except CacheError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return pb.PushModelReply(sha256=sha, size_bytes=entry.size_bytes, already_present=False)
+        finally:
+            self._pushes -= 1
+            if writer is not None:
+                writer.abort()
+
+    async def ListModels(self, request, context) -> pb.ListModelsReply:
         reply = pb.ListModelsReply()
         for m in self.cache.list():
             reply.models.add(
@@ -110,83 +177,193 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
             )
         return reply
 
-    def DeleteModel(self, request, context) -> pb.DeleteModelReply:
-        sha = self._sha_or_abort(request.sha256, context)
-        return pb.DeleteModelReply(deleted=self.cache.delete(sha))
+    async def DeleteModel(self, request, context) -> pb.DeleteModelReply:
+        sha = await self._sha_or_abort(request.sha256, context)
+        for key in [k for k in self._infer_loaded if k[0] == sha]:  # an explicit delete wins
+            del self._infer_loaded[key]
+            self.cache.unpin(sha)
+        try:
+            return pb.DeleteModelReply(deleted=self.cache.delete(sha))
+        except InUseError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
 
     # -- measurement -----------------------------------------------------------
-    def Benchmark(self, request, context) -> Iterator[pb.BenchmarkEvent]:
-        sha = self._sha_or_abort(request.sha256, context)
-        path = self.cache.path_of(sha)
-        if path is None:
-            yield pb.BenchmarkEvent(
-                result=pb.BenchmarkResult(
-                    sha256=sha,
-                    error_kind=pb.ERROR_KIND_UNKNOWN_MODEL,
-                    error_message=f"model {sha[:12]} is not in this agent's cache; push it first",
-                )
-            )
-            return
-        self.cache.touch(sha)
-        entry = self.cache.get(sha)
-        events: queue.Queue = queue.Queue()
-        cancelled = lambda: not context.is_active()  # noqa: E731
+    async def Benchmark(self, request, context):
+        """Queues a benchmark (or attaches to a known job) and streams its events.
 
-        def work() -> None:
-            with self.bench_queue.turn(
-                on_wait=lambda ahead: events.put(pb.Progress(phase="queued", done=0, total=ahead)),
-                cancelled=cancelled,
-            ) as got_turn:
-                if not got_turn:
-                    events.put(None)
+        Contract (agent side):
+          * Events: zero or more `progress`, then exactly one `result`, then the stream ends.
+            A queued job gets Progress(phase="queued", total=N jobs ahead) at once when N > 0,
+            and again whenever N changes; the running phases follow ("loading", "warmup",
+            "idle", "timed", "arena").
+          * Bad options (`validate(with_defaults(options))`) or a malformed job_id: the call
+            ends INVALID_ARGUMENT naming the field, before anything is queued. A model not in
+            the cache: a result with ERROR_KIND_UNKNOWN_MODEL.
+          * job_id (client-chosen, 1-128 of [A-Za-z0-9._:-], e.g. a UUID): a request whose
+            job_id the agent knows (queued, running, or finished within the last 10 minutes,
+            at most the last 256 finished) attaches to that job instead of starting another:
+            it first gets the job's current state (queued N ahead / the last progress / the
+            result at once) and then the same events and the same result as every other
+            stream attached to it. The model is measured once. The sha256 and options must be
+            those of the known job, else ALREADY_EXISTS. A request with a job_id and an empty
+            sha256 only attaches: unknown id -> a result with ERROR_KIND_NOT_FOUND (e.g. the
+            agent restarted). An unknown job_id with a sha256 starts a new job.
+          * Client gone (cancelled, deadline, or the link found dead by keepalive, within
+            ~10 s): a job WITH a job_id keeps its place and runs to the end, and its result
+            is kept for reattach; a job WITHOUT a job_id is withdrawn from the queue or its
+            child killed, as soon as its stream ends.
+          * The model is pinned from acceptance until the job ends: quota pressure never
+            evicts it (the push that would need it is refused RESOURCE_EXHAUSTED).
+        """
+        job_id = request.job_id
+        if job_id:
+            try:
+                check_job_id(job_id)
+            except JobIdError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if job_id and not request.sha256:
+            job = self.jobs.get(job_id)
+            if job is None:
+                yield pb.BenchmarkEvent(
+                    result=pb.BenchmarkResult(
+                        error_kind=pb.ERROR_KIND_NOT_FOUND,
+                        error_message=f"no job {job_id} on this agent (restarted, or finished "
+                        "more than 10 minutes ago); send the request again with its sha256",
+                    )
+                )
+                return
+        else:
+            sha = await self._sha_or_abort(request.sha256, context)
+            options = with_defaults(request.options)
+            problem = validate(options)
+            if problem:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            job = self.jobs.get(job_id) if job_id else None
+            if job is not None and not job.same_request(sha, options):
+                await context.abort(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"job_id {job_id} belongs to a benchmark of model {job.sha256[:12]} with "
+                    "other options; choose a new job id",
+                )
+            if job is None:
+                entry = self.cache.pin(sha)
+                if entry is None:
+                    yield pb.BenchmarkEvent(
+                        result=pb.BenchmarkResult(
+                            sha256=sha,
+                            error_kind=pb.ERROR_KIND_UNKNOWN_MODEL,
+                            error_message=f"model {sha[:12]} is not in this agent's cache; "
+                            "push it first",
+                        )
+                    )
                     return
-                result = benchmark_in_child(
-                    str(path),
-                    entry.format,
-                    request.options,
-                    on_progress=events.put,
-                    cancelled=cancelled,
-                )
-            result.sha256 = sha
-            events.put(result)
+                job = Job(job_id, sha, str(self.cache.models_dir / sha), entry.format, options)
+                self.jobs.add(job)
+                self.bench_queue.submit(job)
+        stream = job.attach()
+        try:
+            while True:
+                item = await stream.get()
+                if isinstance(item, pb.BenchmarkResult):
+                    yield pb.BenchmarkEvent(result=item)
+                    return
+                yield pb.BenchmarkEvent(progress=item)
+        finally:
+            job.detach(stream)
+            if not job.job_id and not job.streams and job.state != "done":
+                self.bench_queue.withdraw(job)
 
-        threading.Thread(target=work, daemon=True).start()
-        while True:
-            item = events.get()
-            if item is None:
-                return
-            if isinstance(item, pb.BenchmarkResult):
-                yield pb.BenchmarkEvent(result=item)
-                return
-            yield pb.BenchmarkEvent(progress=item)
-
-    def Infer(self, request, context) -> pb.InferReply:
-        sha = self._sha_or_abort(request.sha256, context)
-        path = self.cache.path_of(sha)
-        if path is None:
-            context.abort(
-                grpc.StatusCode.NOT_FOUND, f"model {sha[:12]} is not in this agent's cache"
+    def _measure(self, job: Job, on_progress) -> pb.BenchmarkResult:
+        """Runs in the benchmark worker thread."""
+        if job.cancel.is_set():
+            result = pb.BenchmarkResult(
+                error_kind=pb.ERROR_KIND_BAD_REQUEST, error_message="benchmark cancelled"
             )
+        else:
+            result = benchmark_in_child(
+                job.path,
+                job.model_format,
+                job.options,
+                on_progress=on_progress,
+                cancelled=job.cancel.is_set,
+            )
+        result.sha256 = job.sha256
+        return result
+
+    def _job_ended(self, job: Job) -> None:
+        """On the loop, when a job leaves the queue for good: releases its pin."""
+        self.cache.unpin(job.sha256)
+        self.cache.touch(job.sha256)
+        if job.result is None and job.state == "done":  # withdrawn before it ran
+            job.result = pb.BenchmarkResult(
+                sha256=job.sha256,
+                error_kind=pb.ERROR_KIND_BAD_REQUEST,
+                error_message="benchmark cancelled by the caller",
+            )
+        self.jobs.ended(job)
+
+    async def Infer(self, request, context) -> pb.InferReply:
+        sha = await self._sha_or_abort(request.sha256, context)
         if not request.inputs:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Infer needs at least one input tensor")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "Infer needs at least one input tensor"
+            )
         try:
             arrays = [tensor_to_array(t) for t in request.inputs]
         except (TypeError, ValueError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad input tensor: {exc}")
-        self.cache.touch(sha)
-        fmt = self.cache.get(sha).format
-        try:
-            outputs, compute_ms = self.infer_pool.infer(
-                str(path), fmt, request.runtime, request.threads, arrays, request.raw
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad input tensor: {exc}")
+        entry = self.cache.pin(sha)
+        if entry is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"model {sha[:12]} is not in this agent's cache"
             )
+        loop = asyncio.get_running_loop()
+        key = (sha, request.runtime, request.threads)
+        try:
+            outputs, compute_ms = await loop.run_in_executor(
+                self._infer,
+                self.infer_pool.infer,
+                str(self.cache.models_dir / sha),
+                entry.format,
+                request.runtime,
+                request.threads,
+                arrays,
+                request.raw,
+            )
+            self._infer_holds(key)
         except InferFailure as failure:
-            context.abort(INFER_STATUS.get(failure.kind, grpc.StatusCode.INTERNAL), failure.message)
+            if failure.kind in INFER_WORKER_KEEPS:
+                self._infer_holds(key)
+            elif failure.kind in ("crash", "timeout"):  # the worker was restarted empty
+                self._infer_drop_all()
+            await context.abort(INFER_STATUS.get(failure.kind, grpc.StatusCode.INTERNAL), failure.message)
+        finally:
+            self.cache.unpin(sha)
         reply = pb.InferReply(compute_ms=compute_ms)
         reply.outputs.extend(array_to_tensor(o, f"output_{i}") for i, o in enumerate(outputs))
         return reply
 
+    def _infer_holds(self, key: tuple[str, str, int]) -> None:
+        if key in self._infer_loaded:
+            self._infer_loaded.move_to_end(key)
+            return
+        if self.cache.pin(key[0]) is None:
+            return
+        self._infer_loaded[key] = None
+        while len(self._infer_loaded) > KEEP_LOADED:
+            old, _ = self._infer_loaded.popitem(last=False)
+            self.cache.unpin(old[0])
+
+    def _infer_drop_all(self) -> None:
+        while self._infer_loaded:
+            old, _ = self._infer_loaded.popitem(last=False)
+            self.cache.unpin(old[0])
+
     def close(self) -> None:
         from device_agent.measure.runner import close_spare_worker
 
+        self.bench_queue.close()
         self.infer_pool.close()
         close_spare_worker()
+        for pool in (self._control, self._io, self._infer):
+            pool.shutdown(wait=False, cancel_futures=True)
