@@ -90,7 +90,7 @@ class Job:
     def finish(self, result: pb.BenchmarkResult) -> None:
         self.state = "done"
         self.result = result
-        self.ended_unix = time.time()
+        self.ended_unix = self.ended_unix or time.time()
         self.publish(result)
 
 
@@ -116,6 +116,7 @@ class JobTable:
         if not job.job_id or self._active.get(job.job_id) is not job:
             return
         del self._active[job.job_id]
+        job.ended_unix = job.ended_unix or time.time()
         if job.result is not None:
             self._finished[job.job_id] = job
         self._prune()

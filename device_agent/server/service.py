@@ -336,7 +336,8 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
                 self._infer_holds(key)
             elif failure.kind in ("crash", "timeout"):  # the worker was restarted empty
                 self._infer_drop_all()
-            await context.abort(INFER_STATUS.get(failure.kind, grpc.StatusCode.INTERNAL), failure.message)
+            status = INFER_STATUS.get(failure.kind, grpc.StatusCode.INTERNAL)
+            await context.abort(status, failure.message)
         finally:
             self.cache.unpin(sha)
         reply = pb.InferReply(compute_ms=compute_ms)

@@ -25,7 +25,6 @@ def onnx_model(elements: int = 16, seed: float = 1.0) -> bytes:
     """A real ONNX model, y = x + W with W of `elements` float32 (about 4*elements bytes);
     `seed` makes models of the same size differ."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.full((1, elements), seed, dtype=np.float32), "W")

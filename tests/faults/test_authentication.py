@@ -112,10 +112,10 @@ def test_wrong_or_missing_token_is_unauthenticated_and_the_token_is_never_printe
         for metadata in ((), (("authorization", "Bearer wrong"),),
                          (("authorization", f"Bearer {TOKEN}x"),), (("authorization", TOKEN),)):
             calls = [
-                lambda: stub.Health(pb.HealthRequest(), metadata=metadata, timeout=10),
-                lambda: stub.PushModel(chunk_stream(data), metadata=metadata, timeout=10),
-                lambda: list(stub.Benchmark(pb.BenchmarkRequest(sha256="0" * 64),
-                                            metadata=metadata, timeout=10)),
+                lambda md=metadata: stub.Health(pb.HealthRequest(), metadata=md, timeout=10),
+                lambda md=metadata: stub.PushModel(chunk_stream(data), metadata=md, timeout=10),
+                lambda md=metadata: list(stub.Benchmark(pb.BenchmarkRequest(sha256="0" * 64),
+                                                        metadata=md, timeout=10)),
             ]
             for call in calls:
                 with pytest.raises(grpc.RpcError) as caught:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from toolkit.cli.display import printable
 from toolkit.measurement import BenchmarkOptions, Measurement
 
 
@@ -100,7 +101,8 @@ def profile(
         timeout_seconds=timeout,
         power_sensor=power_sensor,
     )
-    progress = ProgressLine(f"{Path(model).name} on {device}", enabled=not as_json)
+    progress = ProgressLine(f"{printable(Path(model).name)} on {printable(device)}",
+                            enabled=not as_json)
     try:
         m = profile_model(model, device=device, options=options, on_progress=progress)
     finally:

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from toolkit.cli.display import printable
+
 TABLE_COLUMNS = [
     "id",
     "timestamp",
@@ -64,7 +66,7 @@ def results(device, model, run_id, fmt, output) -> None:
             shown["timestamp"] = pd.to_datetime(shown["timestamp"], unit="s").dt.strftime(
                 "%Y-%m-%d %H:%M:%S"
             )
-            shown["model_name"] = shown["model_name"].str.slice(0, 28)
+            shown["model_name"] = shown["model_name"].map(lambda n: printable(n, 28))
             text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
     if output:
         with open(output, "w") as f:
