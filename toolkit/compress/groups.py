@@ -276,3 +276,58 @@ def kept_units(width: int, amount: float, round_to: int = 1) -> int:
     if round_to > 1 and width >= round_to:
         keep = max(round_to, int(keep / round_to + 0.5) * round_to)
     return max(1, min(width, keep))
+
+
+def group_macs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
+    """Multiply-accumulates one unit (channel or head) of each prunable group costs, for one
+    input: each Conv/Linear layer's MACs shared evenly over the channels the group cuts in it.
+    A host-side estimate NetAdapt uses to spread measured savings over unprobed groups."""
+    work = copy.deepcopy(model).eval()
+    graph = GroupGraph(work, input_shape)
+    macs: dict[nn.Module, float] = {}
+
+    def hook(module: nn.Module, args: Any, out: torch.Tensor) -> None:
+        weight = module.weight
+        macs[module] = float(out.numel() // out.shape[-1 if isinstance(module, nn.Linear) else 1]
+                             * weight[0].numel() * (out.shape[-1] if isinstance(module, nn.Linear)
+                                                    else out.shape[1]))
+
+    hooks = [m.register_forward_hook(hook) for m in work.modules() if isinstance(m, LAYER_TYPES)]
+    try:
+        with torch.no_grad():
+            work(graph.example)
+    finally:
+        for h in hooks:
+            h.remove()
+    modules = dict(work.named_modules())
+    out: dict[str, float] = {}
+    for name, group in graph.groups.items():
+        if not group.prunable:
+            continue
+        total = 0.0
+        for layer in group.layers:
+            m = modules.get(layer)
+            if m in macs:
+                conv = isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+                if graph.member_of.get(layer) == name:  # the group cuts its outputs
+                    width = m.out_channels if conv else m.out_features
+                else:  # its inputs
+                    width = m.in_channels if conv else m.in_features
+                total += macs[m] / max(1, width) if group.unit == CHANNELS else macs[m]
+        out[name] = total / (group.channels if group.unit == HEADS else 1)
+    return out
+
+
+def groups_report(groups: Sequence[PruningGroup], as_json: bool = False) -> str:
+    """The listing `edgeloop compress MODEL --list-groups` prints (JSON with `as_json`)."""
+    if as_json:
+        import json
+
+        return json.dumps({"groups": [g.to_json() for g in groups]}, indent=2)
+    width = max((len(g.name) for g in groups), default=0)
+    lines = [f"{len(groups)} groups, {sum(g.prunable for g in groups)} prunable "
+             "(a group's channels are cut together; name it in prune.per_layer or prune.keep)"]
+    for g in groups:
+        line = f"  {g.name:<{width}}  {g.channels:>5} {g.unit:<8}  {len(g.layers):>3} layers"
+        lines.append(line if g.prunable else f"{line}  not prunable: {g.reason}")
+    return "\n".join(lines)

@@ -1,23 +1,30 @@
-"""NetAdapt-style greedy channel pruning steered by on-device measurements (Yang et al., 2018).
+"""NetAdapt-style greedy pruning of dependency groups steered by on-device measurements
+(Yang et al., 2018).
 
-Each iteration asks for a fixed reduction of one measured metric: the budgeted metric the
-current model is furthest over (p90 latency, memory, energy or size; worst case over devices,
-as a fraction of each device's limit). For every prunable layer it proposes the current model
-with just enough of that layer's channels removed to reach the reduction, fine-tunes each
-proposal briefly, measures it on the devices, and keeps the most accurate one that reached the
-target. It stops when every budget holds, then fine-tunes the chosen model longer.
+The unit is a dependency group (`toolkit.compress.groups`): channels coupled through residual
+adds, depthwise convs, squeeze-excite, concat, named by their leading layer; an attention
+block's heads. Each iteration asks for a fixed reduction of one measured metric: the budgeted
+metric the current model is furthest over (p90 latency, memory, energy or size; worst case over
+devices, as a fraction of each device's limit). It proposes the current model with just enough
+units of one group removed to reach the reduction — for the few groups (`proposals`) that
+reach it with the smallest share of their width cut — fine-tunes each briefly, measures it on
+the devices, and keeps the most accurate one that reached the target. It stops when every
+budget holds, then fine-tunes the chosen model longer.
 
 Iteration 0 tries the space's quantization schemes on the base model: a scheme that meets every
 budget alone ends the search; otherwise the most accurate scheme that cut the metric by a step
 is kept, and the pruning that follows is measured with it.
 
-How many channels are "just enough" comes from a per-layer lookup table built from real
-measurements on the devices: first one probe per layer (the unpruned model with half of that
-layer's channels removed, no fine-tune: a structured prune's latency does not depend on the
-weight values), then every measured proposal adds what it saved per channel; the table pools
-them (total saved / channels removed), which damps single-measurement noise. A layer whose
-cuts saved nothing is not proposed while another layer's did. Probes are ordinary measured
-trials: stored, cached by artifact sha, replayed on resume.
+How many units are "just enough" comes from a lookup table of real measurements
+(`netadapt_table`): first a lookup probe for each of the `probes` groups costing the most
+host-side MACs (the unpruned model with half of that group cut, no fine-tune: a structured
+prune's latency does not depend on the weight values), then every measured proposal adds what
+its group saved per unit; groups never measured are estimated through their MACs per unit.
+Every proposal and probe removes at least one unit (widths are the exact group widths a build
+reports, and a prune step names the units to keep), so none builds its parent again; a cut
+that did come back with its parent's sha is not counted in the table and its group is not
+proposed again. Probes are ordinary measured trials: stored, cached by artifact sha, replayed
+on resume.
 """
 
 from __future__ import annotations
@@ -29,10 +36,12 @@ from typing import Any, Optional
 
 from toolkit.errors import ConfigError
 from toolkit.search.base import Candidate, CandidateKind, Goal, Strategy, Trial
-from toolkit.search.netadapt_table import saved_per_channel
+from toolkit.search.netadapt_table import Observation, observations, saved_per_unit
 
-PROBE_FRACTION = 0.5  # share of a layer's channels a probe removes
-MIN_KEEP_FRACTION = 0.1  # never prune a layer below this share of its base width
+PROBE_FRACTION = 0.5  # share of a group's units a probe removes
+MIN_KEEP_FRACTION = 0.1  # never prune a group below this share of its base width
+PROBES = 2  # lookup probes before the first iteration (the groups costing the most MACs)
+PROPOSALS = 3  # groups proposed per iteration
 TARGET_MARGIN = 0.03  # the last step aims this far below the limit (measurement noise)
 MIN_STEP = 0.02  # smallest reduction asked per iteration, as a fraction of the limit
 
@@ -48,20 +57,24 @@ class _State:
 
 
 class NetAdaptSearch(Strategy):
-    """Greedy per-layer pruning under budgets.
+    """Greedy per-group pruning under budgets.
 
     Args:
         space: the search space; uses its `netadapt_method`, `finetune_epochs`,
-            `final_epochs`, its `quantize` choices (iteration 0), and its default threads.
+            `final_epochs`, `round_to`, its `quantize` choices (iteration 0), and its
+            default threads.
         goal: resolved budgets (at least one).
         max_trials: most trials (probes included), the base excluded.
         seed: unused (the strategy is deterministic).
-        layers: prunable layers of the base model, {module name: output channels}.
+        layers: prunable dependency groups of the base model, {group name: units}.
         iterations: planned iterations from the base to the budget (default 2): each asks
             for 1/iterations of the base's excess over the limit. An iteration none of whose
             proposals reached its target doubles what the next one asks (measurements near a
             runtime's floor save less than the table predicted).
         max_iterations: hard cap on iterations (default 6).
+        costs: host-side MACs of one unit of each group (default: all equal).
+        probes: lookup probes before the first iteration (default 2).
+        proposals: groups proposed per iteration (default 3).
     """
 
     name = "netadapt"
@@ -75,6 +88,9 @@ class NetAdaptSearch(Strategy):
         layers: Optional[dict[str, int]] = None,
         iterations: int = 2,
         max_iterations: int = 6,
+        costs: Optional[dict[str, float]] = None,
+        probes: int = PROBES,
+        proposals: int = PROPOSALS,
     ) -> None:
         super().__init__(space, goal, max_trials, seed)
         if not goal.budgeted:
@@ -84,9 +100,15 @@ class NetAdaptSearch(Strategy):
             )
         self.layers = dict(layers or {})
         if not self.layers:
-            raise ConfigError("strategy netadapt: the model has no prunable Conv/Linear layer")
+            raise ConfigError("strategy netadapt: the model has no prunable group "
+                              "(see `edgeloop compress MODEL --list-groups`)")
         self.iterations = max(1, iterations)
         self.max_iterations = max_iterations
+        self.costs = {g: float((costs or {}).get(g, 1.0)) for g in self.layers}
+        self.round_to = max(1, int(getattr(space, "round_to", 1) or 1))
+        self.proposals = max(1, proposals)
+        by_total = sorted(self.layers, key=lambda g: -self.costs[g] * self.layers[g])
+        self.probed = [g for g in by_total if self._probe_keep(g) is not None][:max(1, probes)]
 
     # -- the walk, replayed from the history on every call ----------------------------------
     def ask(self, history: Sequence[Trial]) -> list[Candidate]:
@@ -102,7 +124,7 @@ class NetAdaptSearch(Strategy):
         start, scheme = stage
         if start.feasible:
             return []  # the base, or a quantized base, meets every budget: nothing to prune
-        probes = [self._probe(layer, scheme) for layer in self.layers]
+        probes = [self._probe(group, scheme) for group in self.probed]
         missing = [c for c in probes if c.key not in done]
         if missing:
             return self._capped(history, missing)
@@ -186,43 +208,83 @@ class NetAdaptSearch(Strategy):
     # -- proposals --------------------------------------------------------------------------
     def _proposals(self, history: Sequence[Trial], iteration: int, state: _State, metric: str,
                    target: float, need: float) -> list[Candidate]:
-        """One candidate per layer that can still shrink: just enough channels removed to
-        save `need` (usage of `metric`) by the table's estimate."""
-        saving = {layer: self._saved_per_channel(history, layer, iteration, state.scheme, metric)
-                  for layer in state.widths}
-        floors = {layer: max(1, math.ceil(self.layers[layer] * MIN_KEEP_FRACTION))
-                  for layer in state.widths}
-        # Layers whose measured cuts saved nothing are left alone while another layer that can
-        # still shrink helps; once those are at their floor, the others get their turn.
-        helps = any(saving[layer] > 0 and width > floors[layer]
-                    for layer, width in state.widths.items())
-        out = []
-        for layer, width in state.widths.items():
-            floor = floors[layer]
-            cost = saving[layer]
-            if width <= floor or (helps and cost <= 0):
+        """Candidates cutting one group each, just enough to save `need` (usage of `metric`)
+        by the table's estimate: the `proposals` groups that get there with the smallest share
+        of their width cut (or, when none can, that save the most)."""
+        seen = self._observations(history, iteration, state.scheme, metric)
+        stuck = self._stuck(history)
+        saving = {g: saved_per_unit(g, seen, self.costs) for g in state.widths}
+        floors = {g: self._floor(g) for g in state.widths if g in self.layers}
+        # Groups whose measured cuts saved nothing are left alone while another group that
+        # can still shrink helps; once those are at their floor, the others get their turn.
+        helps = any(saving[g] > 0 and width > floors[g] and g not in stuck
+                    for g, width in state.widths.items() if g in floors)
+        ranked = []
+        for group, width in state.widths.items():
+            if group not in floors or group in stuck or width <= floors[group]:
+                continue
+            floor, cost = floors[group], saving[group]
+            if helps and cost <= 0:
                 continue
             remove = width - floor if cost <= 0 else math.ceil(need / cost)
-            remove = min(max(1, remove), width - floor)
-            keep = width - remove
-            prune = {"prune": _prune_params(self.space.netadapt_method, state.widths,
-                                            {layer: keep})}
+            keep = self._snap(width - min(max(1, remove), width - floor), width, floor)
+            if keep is None:
+                continue
+            reaches = cost > 0 and (width - keep) * cost >= need * 0.999
+            share = (width - keep) / width
+            ranked.append(((not reaches, share if reaches else -(width - keep) * cost),
+                           group, width, keep))
+        out = []
+        for _, group, width, keep in sorted(ranked)[: self.proposals]:
+            prune = {"prune": self._prune_params({group: keep})}
             chain = state.chain + [prune, {"finetune": {"epochs": self.space.finetune_epochs}}]
-            params = {"iteration": iteration, "layer": layer, "keep": keep, "chain": chain,
-                      "widths": dict(state.widths, **{layer: keep}), "quantize": state.scheme,
+            params = {"iteration": iteration, "layer": group, "keep": keep, "chain": chain,
+                      "widths": dict(state.widths, **{group: keep}), "quantize": state.scheme,
                       "metric": metric, "target_usage": round(target, 4),
-                      "parent_usage": dict(state.current.usage), "parent_width": width}
-            note = f"netadapt iteration {iteration}: {layer} {width}->{keep} channels"
+                      "parent_usage": dict(state.current.usage), "parent_width": width,
+                      "parent_sha": state.current.sha256}
+            note = f"netadapt iteration {iteration}: {group} {width}->{keep}"
             out.append(self._candidate(chain, CandidateKind.TRIAL, params, note, state.scheme))
         return out
 
-    def _saved_per_channel(self, history: Sequence[Trial], layer: str, iteration: int,
-                           scheme: Optional[str], metric: str) -> float:
+    def _observations(self, history: Sequence[Trial], iteration: int, scheme: Optional[str],
+                      metric: str) -> list[Observation]:
         by_key = {t.candidate.key: t for t in history}
-        probe = by_key.get(self._probe(layer, scheme).key)
-        return saved_per_channel(history, layer, iteration, metric,
-                                 self._origin(history, scheme), probe,
-                                 self.layers[layer] - self._probe_keep(layer))
+        probes = {}
+        for group in self.probed:
+            trial = by_key.get(self._probe(group, scheme).key)
+            if trial is not None:
+                probes[group] = (trial, self.layers[group] - self._probe_keep(group))
+        return observations(history, iteration, metric, self._origin(history, scheme), probes)
+
+    def _stuck(self, history: Sequence[Trial]) -> set[str]:
+        """Groups a cut of which came back as its parent's artifact (same sha)."""
+        origins = {t.sha256 for t in history if t.candidate.kind == CandidateKind.BASE
+                   or t.candidate.params.get("iteration") == 0}
+        stuck = set()
+        for t in history:
+            p = t.candidate.params
+            if not t.ok or not t.sha256:
+                continue
+            if "probe" in p and t.sha256 in origins:
+                stuck.add(p["probe"])
+            if "layer" in p and p.get("parent_sha") == t.sha256:
+                stuck.add(p["layer"])
+        return stuck
+
+    def _floor(self, group: str) -> int:
+        floor = max(1, math.ceil(self.layers[group] * MIN_KEEP_FRACTION))
+        r = self.round_to
+        return -(-floor // r) * r if self.layers[group] >= r > 1 else floor
+
+    def _snap(self, keep: int, width: int, floor: int) -> Optional[int]:
+        """`keep` rounded down to a multiple of `round_to` (groups at least that wide), below
+        `width` and not under `floor`; None when no such width exists."""
+        r = self.round_to
+        if r > 1 and width >= r:
+            keep = (keep // r) * r
+        keep = max(keep, floor)
+        return keep if keep < width else None
 
     def _origin(self, history: Sequence[Trial], scheme: Optional[str]) -> Optional[Trial]:
         """The unpruned model the probes were cut from (the base, or the base + scheme)."""
@@ -231,16 +293,23 @@ class NetAdaptSearch(Strategy):
         key = self._candidate([], CandidateKind.TRIAL, {}, "", scheme).key
         return next((t for t in history if t.candidate.key == key), None)
 
-    def _probe_keep(self, layer: str) -> int:
-        width = self.layers[layer]
-        return max(1, width - max(1, round(width * PROBE_FRACTION)))
+    def _probe_keep(self, group: str) -> Optional[int]:
+        width = self.layers[group]
+        return self._snap(width - max(1, round(width * PROBE_FRACTION)), width, 1)
 
-    def _probe(self, layer: str, scheme: Optional[str]) -> Candidate:
-        keep = self._probe_keep(layer)
-        recipe = [{"prune": _prune_params(self.space.netadapt_method, self.layers, {layer: keep})}]
-        params = {"probe": layer, "keep": keep, "quantize": scheme}
-        note = f"netadapt lookup: {layer} {self.layers[layer]}->{keep} channels"
+    def _probe(self, group: str, scheme: Optional[str]) -> Candidate:
+        keep = self._probe_keep(group)
+        recipe = [{"prune": self._prune_params({group: keep})}]
+        params = {"probe": group, "keep": keep, "quantize": scheme}
+        note = f"netadapt lookup: {group} {self.layers[group]}->{keep}"
         return self._candidate(recipe, CandidateKind.PROBE, params, note, scheme)
+
+    def _prune_params(self, keep: dict[str, int]) -> dict[str, Any]:
+        """A structured prune step leaving exactly `keep[group]` units in each named group."""
+        params: dict[str, Any] = {"method": self.space.netadapt_method, "keep": dict(keep)}
+        if self.round_to > 1:
+            params["round_to"] = self.round_to
+        return params
 
     def _candidate(self, chain: list[dict[str, Any]], kind: CandidateKind,
                    params: dict[str, Any], note: str, scheme: Optional[str]) -> Candidate:
@@ -259,19 +328,6 @@ class NetAdaptSearch(Strategy):
         return batch[: self.remaining(history)]
 
 
-def _prune_params(method: str, widths: dict[str, int], keep: dict[str, int]) -> dict[str, Any]:
-    """A structured prune step leaving exactly `keep[layer]` channels in each named layer.
-
-    Torch-Pruning keeps int(width * (1 - amount)) channels, so the amount aims half a
-    channel above the wanted count; layers not named get amount 0.
-    """
-    per_layer = {
-        layer: (round(1.0 - (keep[layer] + 0.5) / width, 6) if layer in keep else 0.0)
-        for layer, width in widths.items()
-    }
-    return {"method": method, "amount": 0.5, "per_layer": per_layer}
-
-
 def _choose(trials: list[Trial], metric: str, target: float) -> tuple[Optional[Trial], bool]:
     """(the kept proposal, whether it reached the target).
 
@@ -279,7 +335,8 @@ def _choose(trials: list[Trial], metric: str, target: float) -> tuple[Optional[T
     within a quarter of the asked reduction above the target (measurement noise). The most
     accurate proposal that reached it is kept; when none did, the one that came closest.
     """
-    usable = [t for t in trials if t.judged and metric in t.usage]
+    usable = [t for t in trials if t.judged and metric in t.usage
+              and t.sha256 != t.candidate.params.get("parent_sha")]
     if not usable:
         return None, False
     asked = max(t.candidate.params.get("parent_usage", {}).get(metric, 0.0) for t in usable)

@@ -43,6 +43,8 @@ class SearchSpace:
         final_epochs: epochs of the longer fine-tune NetAdapt ends with (default 3).
         calibration: samples for int8-static calibration (default 128).
         netadapt_method: the structured pruning method NetAdapt uses (default l1-structured).
+        round_to: NetAdapt keeps each group's channels at a multiple of this (8 or 16 suit
+            XNNPACK/NEON kernels; default 1: any width).
     """
 
     dimensions: tuple[Dimension, ...]
@@ -50,6 +52,7 @@ class SearchSpace:
     final_epochs: int = 3
     calibration: int = 128
     netadapt_method: str = "l1-structured"
+    round_to: int = 1
     _index: dict[str, Dimension] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,7 +75,8 @@ class SearchSpace:
             dims.append(Dimension(str(name), tuple(choices)))
         extra = {k: v for k, v in raw.items() if k != "dimensions"}
         for key, value in extra.items():
-            if key not in ("finetune_epochs", "final_epochs", "calibration", "netadapt_method"):
+            if key not in ("finetune_epochs", "final_epochs", "calibration", "netadapt_method",
+                           "round_to"):
                 raise ConfigError(f"{where}: {key}: unknown field")
             if key != "netadapt_method" and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"{where}: {key}: expected a whole number, got {value!r}")
@@ -86,6 +90,7 @@ class SearchSpace:
             "final_epochs": self.final_epochs,
             "calibration": self.calibration,
             "netadapt_method": self.netadapt_method,
+            "round_to": self.round_to,
         }
 
     def choices(self, name: str) -> tuple[Any, ...]:
