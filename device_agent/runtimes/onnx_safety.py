@@ -75,7 +75,7 @@ def _walk(buf: memoryview, kind: str, depth: int) -> None:
     if external:
         raise UnsafeModelError(
             f"tensor {name!r} is stored as external data ({location or 'no location'}): "
-            "the runtime would read another file; push a self-contained model "
+            "loading it would read another file; push a self-contained model "
             "(torch.onnx.export(..., external_data=False))"
         )
 
