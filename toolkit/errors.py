@@ -11,6 +11,12 @@ class ConfigError(EdgeloopError, ValueError):
     """A profile, recipe, fleet or option is malformed: names file, key and what was expected."""
 
 
+class SetupError(ConfigError):
+    """Inputs that cannot work together, found before any work (the model's input shape vs the
+    dataset's samples, labels vs the model's outputs, a model function that raises). The
+    command line ends with exit code 2 (`SETUP_ERROR_EXIT`)."""
+
+
 class RecipeError(ConfigError):
     """A compression recipe is invalid (unknown key, bad value, impossible order)."""
 

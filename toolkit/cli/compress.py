@@ -9,6 +9,8 @@ from typing import Optional
 
 import click
 
+from toolkit.cli.options import verbose_asked, verbose_option
+
 
 def recipe_help() -> str:
     """Every recipe key with its parameters, from the step classes' docstrings."""
@@ -57,23 +59,41 @@ def parse_shape(text: str) -> Optional[tuple[int, ...]]:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the steps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
 @click.option("--help-recipe", is_flag=True, help="Print every recipe key and parameter.")
-def compress(model, recipe, data, out, formats, input_shape, seed, as_json, help_recipe) -> None:
+@click.option("--list-groups", is_flag=True,
+              help="Print MODEL's structured-pruning groups with their channels (or --json).")
+@verbose_option
+def compress(model, recipe, data, out, formats, input_shape, seed, as_json, help_recipe,
+             verbose, list_groups=False) -> None:
     """Compress MODEL with a recipe, export TFLite/ONNX, and write a model card.
 
     MODEL is digits-cnn, digits-mlp, path/to/file.py:function, module:function, or a .pt2.
+    Third-party output goes to OUT/edgeloop.log (-v shows it). Exit code 2 when the model
+    does not fit the data (input shape, labels), before any work.
     """
     if help_recipe:
         click.echo(recipe_help())
         return
+    if list_groups and model:
+        from toolkit.compress.groups import find_groups, groups_report
+        from toolkit.models import load_model
+
+        loaded = load_model(model, parse_shape(input_shape))
+        click.echo(groups_report(find_groups(loaded.module, loaded.input_shape), as_json))
+        return
     if not model or out is None:
         raise click.UsageError("MODEL and --out are required (or use --help-recipe)")
-    from toolkit.compress.pipeline import compress as run
+    from toolkit.logs import LOG_FILE, routed
+
+    shape = parse_shape(input_shape)
 
     def log(line: str) -> None:
         click.echo(line, err=True)
 
-    result = run(model, recipe, data, out, export=formats.split(","),
-                 input_shape=parse_shape(input_shape), log=log, seed=seed)
+    with routed(out / LOG_FILE, verbose_asked(verbose)):
+        from toolkit.compress.pipeline import compress as run
+
+        result = run(model, recipe, data, out, export=formats.split(","), input_shape=shape,
+                     log=log, seed=seed)
     card = result.card
     if as_json:
         payload = {"card": card.to_json(), "card_path": str(result.card_path),

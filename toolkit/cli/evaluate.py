@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from toolkit.cli.display import printable
+from toolkit.cli.options import verbose_asked, verbose_option
+
 
 @click.command()
 @click.argument("artifact", type=click.Path(path_type=Path, exists=True, dir_okay=False))
@@ -20,23 +23,39 @@ import click
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Samples per Infer call.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(artifact, data, device, reference_model, runtime, batch_size, as_json) -> None:
-    """Run the test split of DATA through ARTIFACT on a device and report its accuracy."""
-    from toolkit.data import load_dataset
-    from toolkit.devices.connect import open_device
-    from toolkit.evaluate import evaluate_on_device
-    from toolkit.models import load_model
+@verbose_option
+def evaluate(artifact, data, device, reference_model, runtime, batch_size, as_json,
+             verbose) -> None:
+    """Run the test split of DATA through ARTIFACT on a device and report its accuracy.
 
-    dataset = load_dataset(data)
-    reference = load_model(reference_model).module if reference_model else None
-    with open_device(device) as client:
-        result = evaluate_on_device(artifact, dataset, client, reference_model=reference,
-                                    runtime=runtime, batch_size=batch_size)
+    The artifact's input shape must match DATA's samples (nothing is resized) and its outputs
+    must hold every label: exit code 2 otherwise, before anything is pushed. Third-party
+    output goes to <edgeloop home>/logs/edgeloop.log (-v shows it).
+    """
+    from toolkit.logs import default_log_path, routed
+
+    with routed(default_log_path(), verbose_asked(verbose)):
+        from toolkit.data import load_dataset
+        from toolkit.devices.connect import open_device
+        from toolkit.evaluate import check_artifact_fits, evaluate_on_device
+        from toolkit.models import load_model
+        from toolkit.models.checks import check_setup
+
+        dataset = load_dataset(data)
+        check_artifact_fits(artifact, dataset)
+        reference = None
+        if reference_model:
+            loaded = load_model(reference_model)
+            check_setup(loaded, dataset)
+            reference = loaded.module
+        with open_device(device) as client:
+            result = evaluate_on_device(artifact, dataset, client, reference_model=reference,
+                                        runtime=runtime, batch_size=batch_size)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
     click.echo(f"device     {result.device_id or device}")
-    click.echo(f"model      {artifact.name} sha256:{result.model_sha256[:12]}")
+    click.echo(f"model      {printable(artifact.name)} sha256:{result.model_sha256[:12]}")
     click.echo(f"accuracy   {result.accuracy_pct:.2f}% on {result.n} samples "
                f"({dataset.name} test split, batches of {result.batch_size})")
     if result.max_abs_diff is not None:

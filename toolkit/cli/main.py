@@ -2,7 +2,11 @@
 
 Subcommands live one module each and are imported only when used, so `edgeloop --help`
 and `edgeloop agent serve` start fast. Every EdgeloopError ends the command with its one-line
-message and exit code 1 (no traceback unless --debug).
+message (no traceback unless --debug).
+
+Exit codes: 0 success; 1 an error (device, export, configuration); 2 bad input found before
+any work (a usage error, or a model that does not fit its dataset: `SetupError`); 3 `tune`
+found no candidate that meets the budgets (INFEASIBLE); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ import sys
 import click
 
 from toolkit import __version__
-from toolkit.errors import EdgeloopError
+from toolkit.errors import EdgeloopError, SetupError
+
+ERROR_EXIT = 1
+SETUP_ERROR_EXIT = 2  # bad input found before any work; click's usage errors use 2 as well
+INFEASIBLE_EXIT = 3  # tune: no candidate met the budgets
 
 COMMANDS = {
     "agent": "toolkit.cli.agent:agent",
@@ -48,15 +56,30 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgeloop")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show third-party output (warnings, converter logs) instead of sending it to "
+                   "the output folder's edgeloop.log.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """edgeloop: compress, convert and measure models on real devices."""
-    ctx.obj = {"debug": debug}
+def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
+    """edgeloop: compress, convert and measure models on real devices.
+
+    \b
+    Exit codes: 0 success; 1 an error; 2 bad input found before any work
+    (usage, or a model that does not fit its dataset); 3 tune found no
+    candidate within the budgets (INFEASIBLE); 130 interrupted.
+    """
+    ctx.obj = {"debug": debug, "verbose": verbose}
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry: runs the CLI, turning our errors into one line and exit code 1."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    """Console-script entry: runs the CLI, turning our errors into one line and an exit code
+    (2 for a SetupError, else 1)."""
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
+    if not {"-v", "--verbose"} & set(args):
+        from toolkit.logs import quiet_environment
+
+        quiet_environment()  # before the libraries that read it are imported
     try:
         code = cli.main(args=argv, prog_name="edgeloop", standalone_mode=False)
         if isinstance(code, int) and code:
@@ -73,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(SETUP_ERROR_EXIT if isinstance(exc, SetupError) else ERROR_EXIT)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

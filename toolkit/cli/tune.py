@@ -8,7 +8,8 @@ from typing import Optional
 
 import click
 
-INFEASIBLE_EXIT = 2
+from toolkit.cli.main import INFEASIBLE_EXIT
+from toolkit.cli.options import verbose_asked, verbose_option
 
 
 @click.command()
@@ -49,15 +50,21 @@ INFEASIBLE_EXIT = 2
               help="Measure every artifact again, even one an earlier run measured on the same "
                    "device with the same options.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of the table.")
+@verbose_option
 def tune(model, data, devices, budgets, ratios, max_accuracy_drop, strategy, trials, time_limit,
          out, resume, accuracy_on, space_file, sampler, min_seconds, input_shape, seed, fresh,
-         as_json) -> None:
+         as_json, verbose) -> None:
     """Find the most accurate compressed MODEL that meets the budgets on every device.
 
     MODEL is digits-cnn (default), digits-mlp, file.py:function, module:function or a .pt2.
     Every candidate is built, measured on the devices, judged for accuracy and stored at
-    once; --resume RUN_ID continues a run without measuring anything again. Exit code 2
-    when no candidate meets the budgets.
+    once; --resume RUN_ID continues a run without measuring anything again. Third-party
+    output goes to the run folder's edgeloop.log (-v shows it).
+
+    \b
+    Exit codes: 0 a candidate meets the budgets; 2 a setup error found before any
+    candidate is tried (the model does not fit the data, or the base model cannot be
+    built or evaluated); 3 INFEASIBLE, no candidate met the budgets; 1 other errors.
     """
     from dataclasses import replace
 
@@ -87,7 +94,7 @@ def tune(model, data, devices, budgets, ratios, max_accuracy_drop, strategy, tri
                                                                     str(space_file)))
         if out:
             config = replace(config, out_dir=out)
-    _run(config, as_json)
+    _run(config, as_json, verbose_asked(verbose))
 
 
 @click.command()
@@ -98,7 +105,8 @@ def tune(model, data, devices, budgets, ratios, max_accuracy_drop, strategy, tri
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for runs. [./edgeloop-runs]")
 @click.option("--fresh", is_flag=True, help="Measure again what an earlier run measured.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of the table.")
-def demo(strategy, ratio, out, fresh, as_json) -> None:
+@verbose_option
+def demo(strategy, ratio, out, fresh, as_json, verbose) -> None:
     """Tune the bundled digits CNN on this machine, end to end, in a few minutes.
 
     Starts a real device agent on 127.0.0.1, asks for a p90 latency of 35% of the base
@@ -116,17 +124,21 @@ def demo(strategy, ratio, out, fresh, as_json) -> None:
         space=demo_space(), trials=20, out_dir=out or Path("edgeloop-runs"),
         reuse_measurements=not fresh,
     )
-    _run(config, as_json)
+    _run(config, as_json, verbose_asked(verbose))
 
 
-def _run(config, as_json: bool) -> None:
-    from toolkit.tune.live import LiveView
+def _run(config, as_json: bool, verbose: bool = False) -> None:
+    from toolkit.logs import LOG_FILE, routed
+
+    with routed(config.run_dir / LOG_FILE, verbose):
+        from toolkit.tune.live import LiveView
+        from toolkit.tune.runner import run_tune
+
+        live = LiveView(0, enabled=not as_json)
+        result = run_tune(config, live=live, log=None)
     from toolkit.tune.result import table_lines
-    from toolkit.tune.runner import run_tune
     from toolkit.tune.trialdb import TrialDB
 
-    live = LiveView(0, enabled=not as_json)
-    result = run_tune(config, live=live, log=None)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -151,11 +163,6 @@ def _run(config, as_json: bool) -> None:
 
 
 def _shape(text: Optional[str]) -> Optional[tuple[int, ...]]:
-    if not text:
-        return None
-    from toolkit.errors import ConfigError
+    from toolkit.cli.compress import parse_shape
 
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--input-shape {text!r}: expected integers like 1,1,8,8") from None
+    return parse_shape(text or "")

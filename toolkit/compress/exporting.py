@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
+from toolkit import quality
 from toolkit.compress.card import ArtifactRecord
 from toolkit.compress.metrics import file_huffman_bytes, file_sha256
 from toolkit.data import Dataset
@@ -44,7 +44,7 @@ def export_all(
             export_onnx(model, input_shape, path, quantization=plan)
         report = check_parity(path, model, samples, dtype)
         outputs = run_artifact(path, data.test_x.numpy())
-        host_accuracy = float(100.0 * np.mean(outputs.argmax(axis=1) == data.test_y.numpy()))
+        host_accuracy = quality.accuracy_pct(outputs, data.test_y)
         record = _record(name, path, dtype)
         record.host_accuracy_pct = host_accuracy
         record.parity = report.to_json()

@@ -27,6 +27,7 @@ from toolkit.data import Dataset, load_dataset
 from toolkit.errors import ConfigError
 from toolkit.export.plan import QuantizationPlan
 from toolkit.models import LoadedModel, load_model
+from toolkit.models.checks import check_setup
 from toolkit.models.train import accuracy
 
 FORMATS = ("tflite", "onnx")
@@ -87,6 +88,7 @@ def compress(
     if input_shape and isinstance(model, LoadedModel):
         loaded = LoadedModel(loaded.module, tuple(input_shape), loaded.name)
     dataset = load_dataset(data)
+    check_setup(loaded, dataset)  # input shape, outputs vs labels: one line, before any work
     for step in spec.steps:
         step.check_model(loaded.module)
     out = Path(out_dir)

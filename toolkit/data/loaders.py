@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from toolkit.data.dataset import Dataset
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, SetupError
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -21,10 +21,11 @@ def load_dataset(spec: Union[str, Path, Dataset]) -> Dataset:
 
     Args:
         spec: `digits` (scikit-learn's 8x8 digits, scaled to [0, 1], shape 1x8x8, a fixed
-            seeded 80/20 split); a `.npz` file with `x` and `y` (and optionally `x_test`,
-            `y_test`; otherwise split 80/20 with seed 0); `file.py:function` or
-            `module:function` returning a DataLoader (split 80/20), a pair of DataLoaders
-            (train, test) or a `Dataset`; or a `Dataset`, returned unchanged.
+            seeded 80/20 split); `digits-32` (the same images and split, bilinearly upsampled
+            to 1x32x32, the input size of a mobile CNN); a `.npz` file with `x` and `y`
+            (and optionally `x_test`, `y_test`; otherwise split 80/20 with seed 0);
+            `file.py:function` or `module:function` returning a DataLoader (split 80/20), a
+            pair of DataLoaders (train, test) or a `Dataset`; or a `Dataset`, returned unchanged.
 
     Raises:
         ConfigError: unknown name, missing file or key, or a callable returning something else.
@@ -34,12 +35,15 @@ def load_dataset(spec: Union[str, Path, Dataset]) -> Dataset:
     text = str(spec)
     if text == "digits":
         return _digits()
+    if text == "digits-32":
+        return _digits_32()
     if text.endswith(".npz"):
         return _npz(Path(text).expanduser())
     if ":" in text:
         return _from_callable(text)
     raise ConfigError(
-        f"dataset {text!r}: expected 'digits', a .npz file with x and y, or 'module:function'"
+        f"dataset {text!r}: expected 'digits', 'digits-32', a .npz file with x and y, "
+        "or 'module:function'"
     )
 
 
@@ -49,6 +53,18 @@ def _digits() -> Dataset:
     bunch = load_digits()
     x = (bunch.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
     return _split("digits", x, bunch.target.astype(np.int64))
+
+
+def _digits_32() -> Dataset:
+    """`digits` upsampled 8x8 → 32x32 (bilinear, half-pixel centres); same samples, same split."""
+    small = _digits()
+    data = [
+        torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+        for x in (small.train_x, small.test_x)
+    ]
+    return Dataset(name="digits-32", train_x=data[0].contiguous(), train_y=small.train_y,
+                   test_x=data[1].contiguous(), test_y=small.test_y,
+                   num_classes=small.num_classes, input_shape=(1, 32, 32))
 
 
 def _npz(path: Path) -> Dataset:
@@ -75,9 +91,15 @@ def _from_callable(spec: str) -> Dataset:
     from toolkit.models.user import resolve_callable
 
     try:
-        result: Any = resolve_callable(spec, "dataset")()
+        fn = resolve_callable(spec, "dataset")
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from exc
+    try:
+        result: Any = fn()
+    except Exception as exc:  # noqa: BLE001 - the user's function failed
+        from toolkit.models.checks import raised
+
+        raise SetupError(f"dataset {spec!r}: {spec} raised {raised(exc)}") from None
     if isinstance(result, Dataset):
         return result
     if isinstance(result, DataLoader):

@@ -6,16 +6,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from toolkit import quality
 from toolkit.errors import ExportError
 from toolkit.export.host_runtime import run_artifact
-
-# max |artifact - torch| allowed, relative to max(1, max |torch output|)
-RELATIVE_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
-# int8 is judged by top-1 agreement (percent) instead; its max abs diff is reported
-INT8_MIN_TOP1_AGREEMENT_PCT = 90.0
 
 
 @dataclass
@@ -59,8 +54,8 @@ def check_parity(
         model: the torch model the artifact was made from (called one sample at a time, so
             static-batch graphs work).
         inputs: float inputs, batch first.
-        dtype: `fp32` (max abs diff ≤ 1e-4 · max(1, max |torch|)), `fp16` (≤ 1e-2 · …) or
-            `int8` (top-1 agreement ≥ 90%).
+        dtype: `fp32`, `fp16` or `int8`: the tolerance of `toolkit.quality` (fp32/fp16 bound
+            the max abs diff, int8 the top-1 agreement).
         raise_on_failure: raise ExportError when the bound fails (default) instead of
             returning a report with ok=False.
 
@@ -72,18 +67,11 @@ def check_parity(
     outputs = run_artifact(Path(artifact), inputs.detach().numpy())
     if outputs.shape != reference.shape:
         raise ExportError(f"{artifact}: output shape {outputs.shape} != torch {reference.shape}")
-    diff = float(np.abs(outputs - reference).max()) if reference.size else 0.0
-    agree = float(100.0 * np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1)))
-    if dtype == "int8":
-        tolerance, ok = INT8_MIN_TOP1_AGREEMENT_PCT, agree >= INT8_MIN_TOP1_AGREEMENT_PCT
-    else:
-        scale = max(1.0, float(np.abs(reference).max()) if reference.size else 1.0)
-        tolerance = RELATIVE_TOLERANCE[dtype] * scale
-        ok = diff <= tolerance
-    report = ParityReport(str(artifact), dtype, len(inputs), diff, agree, tolerance, ok)
-    if not ok and raise_on_failure:
-        bound = (f"top-1 agreement {agree:.1f}% < {tolerance:.0f}%" if dtype == "int8"
-                 else f"max abs diff {diff:.3g} > {tolerance:.3g}")
-        raise ExportError(f"{artifact}: {dtype} parity with torch failed: {bound} "
-                          f"over {len(inputs)} samples")
+    judged = quality.parity(outputs, reference, dtype)
+    agree = (judged.top1_agreement_pct if judged.top1_agreement_pct is not None
+             else quality.top1_agreement_pct(outputs, reference))
+    report = ParityReport(str(artifact), dtype, len(inputs), judged.max_abs_diff, agree,
+                          judged.limit, judged.ok)
+    if not judged.ok and raise_on_failure:
+        raise ExportError(f"{artifact}: {dtype} parity with torch failed: {judged.describe()}")
     return report

@@ -10,6 +10,7 @@ from typing import Optional, Union
 from torch import nn
 
 from toolkit.errors import ModelFileError
+from toolkit.models.checks import check_setup
 from toolkit.models.reference import REFERENCE_MODELS, reference_model
 from toolkit.models.user import load_callable_model, load_exported
 
@@ -74,4 +75,4 @@ def load_model(
     return LoadedModel(module=module, input_shape=tuple(int(d) for d in shape), name=name)
 
 
-__all__ = ["LoadedModel", "load_model", "REFERENCE_MODELS", "reference_model"]
+__all__ = ["LoadedModel", "check_setup", "load_model", "REFERENCE_MODELS", "reference_model"]

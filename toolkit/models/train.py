@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from toolkit.quality import accuracy_pct
+
 # (outputs, inputs, targets) -> scalar loss; the default is cross-entropy on targets.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -113,10 +115,12 @@ def accuracy(model: nn.Module, loader: DataLoader) -> float:
     """Returns top-1 accuracy in percent (0-100) of `model` on `loader`, in eval mode."""
     was_training = getattr(model, "training", False)
     set_mode(model, False)
-    correct, count = 0, 0
+    outputs, labels = [], []
     for inputs, targets in loader:
-        correct += int((model(inputs).argmax(dim=1) == targets).sum())
-        count += len(targets)
+        outputs.append(model(inputs))
+        labels.append(targets)
     if was_training:
         set_mode(model, True)
-    return 100.0 * correct / max(1, count)
+    if not labels:
+        return 0.0
+    return accuracy_pct(torch.cat(outputs), torch.cat(labels))

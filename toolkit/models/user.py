@@ -11,7 +11,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from toolkit.errors import ModelFileError
+from toolkit.errors import ModelFileError, SetupError
+from toolkit.models.checks import raised
 
 
 def resolve_callable(spec: str, what: str = "model") -> Callable[..., Any]:
@@ -33,7 +34,12 @@ def resolve_callable(spec: str, what: str = "model") -> Callable[..., Any]:
             raise ModelFileError(f"{what} {spec!r}: cannot import {path}")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - the user's file failed to import
+            sys.modules.pop(name, None)
+            raise SetupError(f"{what} {spec!r}: importing {path.name} raised {raised(exc)}"
+                             ) from None
     else:
         try:
             module = importlib.import_module(target)
@@ -48,10 +54,20 @@ def resolve_callable(spec: str, what: str = "model") -> Callable[..., Any]:
 
 
 def load_callable_model(spec: str) -> nn.Module:
-    """Calls the function named by `spec` and checks that it returns an `nn.Module`."""
-    module = resolve_callable(spec, "model")()
+    """Calls the function named by `spec` and checks that it returns an `nn.Module`.
+
+    Raises:
+        ModelFileError: the file or function is missing.
+        SetupError: the function raised (its exception in the message), or returned no module.
+    """
+    fn = resolve_callable(spec, "model")
+    try:
+        module = fn()
+    except Exception as exc:  # noqa: BLE001 - the user's function failed
+        raise SetupError(f"model {spec!r}: {spec} raised {raised(exc)}") from None
     if not isinstance(module, nn.Module):
-        raise ModelFileError(f"model {spec!r}: expected an nn.Module, got {type(module).__name__}")
+        raise SetupError(f"model {spec!r}: expected the function to return an nn.Module, got "
+                         f"{type(module).__name__}")
     return module
 
 

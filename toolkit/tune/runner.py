@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from toolkit.errors import AgentTimeoutError, AgentUnreachableError
+from toolkit.errors import AgentTimeoutError, AgentUnreachableError, SetupError
 from toolkit.results.store import ResultsStore
 from toolkit.search import make_strategy
 from toolkit.search.base import Candidate, CandidateKind, Trial, TrialStatus
-from toolkit.tune.artifacts import prunable_layers
+from toolkit.tune.artifacts import group_costs, prunable_layers
 from toolkit.tune.budgets import ResolvedBudgets, resolve_budgets
 from toolkit.tune.build import Build, Builder
 from toolkit.tune.config import TuneConfig
@@ -58,15 +58,19 @@ def run_tune(config: TuneConfig, store: Optional[ResultsStore] = None,
     Raises:
         AgentUnreachableError / AgentTimeoutError: a device was lost; the message says how to
             resume. ConfigError: a bad model, dataset, device or budget.
+        SetupError: the model does not fit the dataset, or the base model cannot be built or
+            its accuracy judged (before any candidate is tried).
     """
     from toolkit.data import load_dataset
     from toolkit.models import load_model
+    from toolkit.models.checks import check_setup
 
+    loaded = load_model(config.model, config.input_shape)
+    data = load_dataset(config.data)
+    check_setup(loaded, data)  # a model that cannot meet its data stops here, in one line
     config.save()  # a new run's configuration, or a resumed one's new trial cap/time limit
     store = store or ResultsStore()
     db = TrialDB(config.run_dir / DB_FILE)
-    loaded = load_model(config.model, config.input_shape)
-    data = load_dataset(config.data)
     live = live or LiveView(0)
     started = time.monotonic()
     with open_devices(config.devices) as devices:
@@ -94,12 +98,15 @@ def _search(session: Session, loaded: Any, started: float
                  f"measuring the base model")
     base_stored = base_candidate.key in session.memo
     base = run_trial(session, base_candidate, 0, None)
+    _require_base(config, base)
     profiles = {d.label: d.profile for d in session.devices}
     budgets = resolve_budgets(config.budgets, profiles, base.figures, base.accuracy_pct)
     base = _judge(session, base, budgets)
+    netadapt = config.strategy == "netadapt"
     strategy = make_strategy(config.strategy, config.space, budgets.goal(), config.trials,
                              config.seed, prunable_layers(loaded.module, loaded.input_shape),
-                             config.sampler)
+                             config.sampler,
+                             group_costs(loaded.module, loaded.input_shape) if netadapt else None)
     live.total = strategy.max_trials
     live.budgets = budgets.budgeted
     for line in budgets.describe():
@@ -121,6 +128,16 @@ def _search(session: Session, loaded: Any, started: float
             history.append(trial)
             live.finished(trial, history, stored=stored)
     return history, budgets, stopped
+
+
+def _require_base(config: TuneConfig, base: Trial) -> None:
+    """The base model must build and be judged; otherwise no candidate can be, and the run is a
+    setup error, not INFEASIBLE."""
+    what = {TrialStatus.BUILD_FAILED: "built", TrialStatus.EVAL_FAILED: "evaluated"}
+    if base.status in what:
+        reason = base.error or "no reason given"
+        raise SetupError(f"tune: the base model {config.model!r} could not be "
+                         f"{what[base.status]} on data {config.data!r}: {reason}")
 
 
 def run_trial(session: Session, candidate: Candidate, number: int,

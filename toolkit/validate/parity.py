@@ -1,8 +1,6 @@
-"""Output parity on the device: reference inputs/outputs, the artifact's precision, tolerances.
+"""Output parity on the device: reference inputs/outputs, the artifact's precision.
 
-Tolerances follow toolkit.export.parity: fp32 and fp16 bound the largest absolute difference
-relative to max(1, max |reference|) (1e-4 and 1e-2); int8 is judged by top-1 agreement
-(>= 90 %) and its largest difference is reported.
+The tolerances are `toolkit.quality`'s, the same export parity applies on the host.
 """
 
 from __future__ import annotations
@@ -13,11 +11,10 @@ from typing import Optional
 
 import numpy as np
 
+from toolkit import quality
 from toolkit.errors import ConfigError, ModelFileError
 
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
-RELATIVE_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
-INT8_MIN_TOP1_AGREEMENT_PCT = 90.0
+PRECISIONS = ("auto", *quality.PRECISIONS)
 DEFAULT_SAMPLES = 64
 
 
@@ -74,13 +71,17 @@ def reference_from_model(spec: str, data: Optional[str] = None,
     import torch
 
     from toolkit.models import load_model
+    from toolkit.models.checks import check_setup
 
     loaded = load_model(spec)
     if data:
         from toolkit.data import load_dataset
 
-        inputs = load_dataset(data).test_x[:n].numpy().astype(np.float32)
+        dataset = load_dataset(data)
+        check_setup(loaded, dataset)  # shapes and labels, in one line, before any device
+        inputs = dataset.test_x[:n].numpy().astype(np.float32)
     else:
+        check_setup(loaded)
         rng = np.random.default_rng(seed)
         inputs = rng.standard_normal((n, *loaded.input_shape[1:])).astype(np.float32)
     with torch.no_grad():
@@ -112,25 +113,9 @@ def artifact_precision(path: Path) -> str:
 
 def compare(outputs: np.ndarray, reference: np.ndarray, precision: str) -> ParityOutcome:
     """Compares the device's outputs with the reference under the precision's tolerance."""
-    outputs = np.asarray(outputs, np.float32).reshape(reference.shape)
-    diff = float(np.abs(outputs - reference).max()) if reference.size else 0.0
-    agree = None
-    if reference.ndim == 2 and reference.shape[1] > 1:  # a classifier: N x classes
-        agree = float(100.0 * np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1)))
-    n = len(reference)
-    if precision == "int8":
-        if agree is None:
-            raise ConfigError("int8 parity is judged by top-1 agreement; the outputs are not "
-                              f"N x classes (shape {reference.shape}); pass --precision fp16")
-        ok = agree >= INT8_MIN_TOP1_AGREEMENT_PCT
-        return ParityOutcome(
-            ok, f"top-1 agreement {agree:.1f}% {'>=' if ok else '<'} "
-            f"{INT8_MIN_TOP1_AGREEMENT_PCT:.0f}% over {n} samples (max abs diff {diff:.3g})",
-            agree, INT8_MIN_TOP1_AGREEMENT_PCT, "%", diff, agree)
-    scale = max(1.0, float(np.abs(reference).max()) if reference.size else 1.0)
-    limit = RELATIVE_TOLERANCE[precision] * scale
-    ok = diff <= limit
-    top1 = f", top-1 agreement {agree:.1f}%" if agree is not None else ""
-    return ParityOutcome(
-        ok, f"max abs diff {diff:.3g} {'<=' if ok else '>'} {limit:.3g} ({precision}) over "
-        f"{n} samples{top1}", diff, limit, "abs", diff, agree)
+    if precision == "int8" and not quality.is_classifier_output(reference):
+        raise ConfigError("int8 parity is judged by top-1 agreement; the outputs are not "
+                          f"N x classes (shape {reference.shape}); pass --precision fp16")
+    judged = quality.parity(outputs, reference, precision)
+    return ParityOutcome(judged.ok, judged.describe(), judged.measured, judged.limit,
+                         judged.unit, judged.max_abs_diff, judged.top1_agreement_pct)

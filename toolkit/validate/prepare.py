@@ -47,8 +47,10 @@ def prepare(artifact: Path, config: GateConfig) -> Prepared:
     dataset, floor, basis = None, config.min_accuracy_pct, ""
     if config.data:
         from toolkit.data import load_dataset
+        from toolkit.evaluate import check_artifact_fits
 
         dataset = load_dataset(config.data)
+        check_artifact_fits(artifact, dataset)  # before any device: nothing is resized
         if floor is None:
             ref_acc = _host_accuracy(config.reference_model or "", dataset)
             floor = ref_acc - config.max_accuracy_drop_pct
@@ -60,12 +62,7 @@ def prepare(artifact: Path, config: GateConfig) -> Prepared:
 
 
 def _host_accuracy(spec: str, dataset: Any) -> float:
-    import torch
-
     from toolkit.models import load_model
+    from toolkit.quality import model_accuracy_pct
 
-    module = load_model(spec).module
-    with torch.no_grad():
-        pred = torch.cat([module(dataset.test_x[i:i + 256]).argmax(1)
-                          for i in range(0, len(dataset.test_x), 256)])
-    return float((pred == dataset.test_y).float().mean() * 100.0)
+    return model_accuracy_pct(load_model(spec).module, dataset.test_x, dataset.test_y)
