@@ -56,10 +56,9 @@ def prunable_layers(module: Any, input_shape: tuple[int, ...]) -> dict[str, int]
 def host_accuracy(artifact: Path, data: Any) -> float:
     """Test accuracy (percent) of the artifact run on this host's runtime (LiteRT/ORT)."""
     from toolkit.export.host_runtime import run_artifact
+    from toolkit.quality import accuracy_pct
 
-    outputs = run_artifact(Path(artifact), data.test_x.numpy())
-    labels = data.test_y.numpy()
-    return float(100.0 * (outputs.argmax(axis=1) == labels).mean())
+    return accuracy_pct(run_artifact(Path(artifact), data.test_x.numpy()), data.test_y)
 
 
 def widths_or_empty(module: Any, input_shape: tuple[int, ...]) -> dict[str, int]:
