@@ -18,6 +18,7 @@ import math
 import os
 import pwd
 import resource
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -75,6 +76,23 @@ class ChildLimits:
                 object.__setattr__(self, "_user", pwd.getpwnam(self.run_as))
             except KeyError:
                 raise ChildLimitsError(f"--run-as {self.run_as}: no such user") from None
+            self._check_can_run()
+
+    def _check_can_run(self) -> None:
+        """The run-as user must reach the agent's Python and its package, or every child dies
+        at exec: refused at start instead, naming the folder in the way."""
+        import device_agent
+
+        interpreter = Path(sys.executable)
+        package = Path(device_agent.__file__).resolve().parent
+        for path in (interpreter, interpreter.resolve(), package):
+            for folder in reversed(path.parents):
+                if not _searchable_by(folder, self._user):
+                    raise ChildLimitsError(
+                        f"--run-as {self.run_as}: {folder} is not searchable by that user, so "
+                        f"it cannot run {path}; install the agent where it can (e.g. a venv "
+                        "under /opt)"
+                    )
 
     @property
     def effective_address_space_mb(self) -> int:
