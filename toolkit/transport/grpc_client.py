@@ -113,6 +113,7 @@ class DeviceClient:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             *KEEPALIVE_OPTIONS,
+            ("grpc.max_reconnect_backoff_ms", 2000),  # back soon after a link returns
         ]
         tls = self._tls
         if tls is not None:
@@ -144,7 +145,7 @@ class DeviceClient:
         prefix = f"device {self.name} ({self.address}): {what}: link lost ({exc.details()})"
         host, _, port = self.address.rpartition(":")
         host = host.strip("[]")
-        start = time.monotonic()
+        start, fresh = time.monotonic(), False
         while True:
             left = until - time.monotonic()
             if left <= 0:
@@ -154,17 +155,19 @@ class DeviceClient:
                 )
             try:
                 socket.create_connection((host, int(port)), timeout=min(2.0, left)).close()
-                break
             except ConnectionRefusedError:
-                raise AgentLostError(
-                    f"{prefix}; the agent is gone (connection refused)"
-                ) from None
+                raise AgentLostError(f"{prefix}; the agent is gone (connection refused)") from None
             except OSError:  # timed out, no route: the link may come back
                 time.sleep(min(0.5, max(until - time.monotonic(), 0)))
-        self._channel.close()
-        self._open_channel()
-        if not self._ready(until - time.monotonic()):
-            raise AgentLostError(f"{prefix}; the agent did not answer again in time")
+                continue
+            if not fresh:  # opened once the address answers, so no reconnect backoff is pending
+                self._channel.close()
+                self._open_channel()
+                fresh = True
+            # Short slices: a dying agent's socket may accept one last connection; the next
+            # probe then sees the refusal.
+            if self._ready(min(0.5, until - time.monotonic())):
+                return
 
     # -- plumbing --------------------------------------------------------------
     def _call(self, what: str, method: str, request, timeout: float = UNARY_TIMEOUT_S):
