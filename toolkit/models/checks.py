@@ -33,8 +33,13 @@ def raised(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}{where}"
 
 
-def probe_outputs(module: Any, input_shape: Sequence[int], name: str) -> torch.Tensor:
+def probe_outputs(module: Any, input_shape: Sequence[int], name: str,
+                  classifier: bool = True) -> torch.Tensor:
     """The model's output for a zero input of `input_shape`, as (batch, outputs).
+
+    Args:
+        classifier: require a tensor of class scores (batch, classes); False only requires
+            the forward pass to succeed (and returns its output as it is).
 
     Raises:
         SetupError: the forward pass failed, or its output is not (batch, classes).
@@ -49,6 +54,8 @@ def probe_outputs(module: Any, input_shape: Sequence[int], name: str) -> torch.T
             f"{raised(exc)}; expected the model's input shape with the batch dimension "
             "(--input-shape N,C,H,W)"
         ) from None
+    if not classifier:
+        return out
     if not isinstance(out, torch.Tensor):
         raise SetupError(f"model {name!r}: returned {type(out).__name__} for input shape "
                          f"{shape_text(shape)}; expected a tensor of class scores (batch, classes)")
@@ -106,15 +113,19 @@ def check_setup(loaded: Any, dataset: Optional[Any] = None) -> int:
         dataset: the `Dataset`, or None to check the model alone.
 
     Returns:
-        The model's number of outputs (classes).
+        The model's number of outputs (classes); 0 when checked without a dataset, where any
+        output the forward pass gives is accepted.
 
     Raises:
-        SetupError: the forward pass fails on the input shape, the output is not (batch,
-            classes), the samples' shape differs from the model's, or a label is out of range.
+        SetupError: the forward pass fails on the input shape; with a dataset, also: the
+            output is not (batch, classes), the samples' shape differs from the model's, or a
+            label is out of range.
     """
+    if dataset is None:
+        probe_outputs(loaded.module, loaded.input_shape, loaded.name, classifier=False)
+        return 0
     outputs = probe_outputs(loaded.module, loaded.input_shape, loaded.name)
     classes = int(outputs.shape[1])
-    if dataset is not None:
-        check_sample_shape(loaded.input_shape, dataset, loaded.name)
-        check_labels(dataset, classes, loaded.name)
+    check_sample_shape(loaded.input_shape, dataset, loaded.name)
+    check_labels(dataset, classes, loaded.name)
     return classes
