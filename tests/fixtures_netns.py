@@ -50,6 +50,7 @@ class NetnsHost:
     address: str
     host_if: str
     shaping: str = ""
+    peer_if: str = ""  # its end of the veth pair, inside the namespace
 
 
 class NetnsLab:
@@ -64,7 +65,7 @@ class NetnsLab:
         ns, host_if, peer = f"el{self._tag}n{i}", f"el{self._tag}h{i}", f"el{self._tag}p{i}"
         base = f"10.251.{(os.getpid() % 60) * 4 + i}"
         _ip("netns", "add", ns)
-        host = NetnsHost(ns, f"{base}.2", host_if)
+        host = NetnsHost(ns, f"{base}.2", host_if, peer_if=peer)
         self.hosts.append(host)
         _ip("link", "add", host_if, "type", "veth", "peer", "name", peer)
         _ip("link", "set", peer, "netns", ns)
@@ -74,7 +75,7 @@ class NetnsLab:
         _ip("-n", ns, "link", "set", peer, "up")
         _ip("-n", ns, "link", "set", "lo", "up")
         if shape:
-            host = NetnsHost(ns, host.address, host_if, self._shape(host_if, ns, peer))
+            host = NetnsHost(ns, host.address, host_if, self._shape(host_if, ns, peer), peer)
             self.hosts[-1] = host
         return host
 
@@ -89,6 +90,23 @@ class NetnsLab:
                                 "root", *qdisc], capture_output=True, check=True)
                 return " ".join(qdisc)
         return ""
+
+    @staticmethod
+    def blackhole(host: NetnsHost) -> None:
+        """Drops every packet both ways (`pfifo limit 0`: this kernel has no netem loss 100%);
+        the link looks alive to both ends, nothing crosses it. Only on an unshaped host."""
+        subprocess.run(["tc", "qdisc", "add", "dev", host.host_if, "root", "pfifo", "limit",
+                        "0"], capture_output=True, check=True)
+        subprocess.run(["ip", "netns", "exec", host.netns, "tc", "qdisc", "add", "dev",
+                        host.peer_if, "root", "pfifo", "limit", "0"], capture_output=True,
+                       check=True)
+
+    @staticmethod
+    def restore(host: NetnsHost) -> None:
+        """Undoes blackhole() (deleting the root qdisc; a missing one is fine)."""
+        subprocess.run(["tc", "qdisc", "del", "dev", host.host_if, "root"], capture_output=True)
+        subprocess.run(["ip", "netns", "exec", host.netns, "tc", "qdisc", "del", "dev",
+                        host.peer_if, "root"], capture_output=True)
 
     def close(self) -> None:
         for host in self.hosts:
@@ -129,11 +147,13 @@ class SpawnedAgent:
     """`python -m device_agent serve` under a command prefix (e.g. `ip netns exec NS`)."""
 
     def __init__(self, prefix: list[str], host: str, cache_dir: Path,
-                 extra: tuple[str, ...] = (), timeout_s: float = 60.0) -> None:
+                 extra: tuple[str, ...] = (), timeout_s: float = 60.0,
+                 env: Optional[dict[str, str]] = None) -> None:
         cmd = [*prefix, sys.executable, "-m", "device_agent", "serve", "--host", host,
                "--port", "0", "--cache-dir", str(cache_dir), *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, start_new_session=True)
+                                     text=True, start_new_session=True,
+                                     env={**os.environ, **(env or {})})
         found: list[str] = []
         ready = threading.Event()
 

@@ -17,6 +17,7 @@ error comes at once.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -49,6 +50,8 @@ from toolkit.errors import (
 )
 from toolkit.measurement import BenchmarkOptions, Measurement
 from toolkit.transport.model_file import file_sha256, model_format
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 512 << 10  # small chunks keep the stream pipelined (measured: bench/bench_core.py)
 MAX_MESSAGE_BYTES = 64 * 2**20
@@ -146,6 +149,7 @@ class DeviceClient:
         host, _, port = self.address.rpartition(":")
         host = host.strip("[]")
         start, fresh = time.monotonic(), False
+        log.warning("%s; reattaching (waiting up to %.0f s)", prefix, max(until - start, 0))
         while True:
             left = until - time.monotonic()
             if left <= 0:
@@ -167,6 +171,8 @@ class DeviceClient:
             # Short slices: a dying agent's socket may accept one last connection; the next
             # probe then sees the refusal.
             if self._ready(min(0.5, until - time.monotonic())):
+                log.warning("device %s: %s: reconnected after %.1f s", self.name, what,
+                            time.monotonic() - start)
                 return
 
     # -- plumbing --------------------------------------------------------------
