@@ -1,11 +1,12 @@
 """PT2E quantizer set-up for the `quantize` step: observers, granularity, layers kept in float.
 
-litert-torch's `PT2EQuantizer` lowers to int8 TFLite kernels. Two things are added here:
-activation observers for the `percentile` and `mean-std` statistics (litert-torch's default
-is a histogram observer), and a layer filter that works with torch 2.13's module-stack
+litert-torch's `PT2EQuantizer` lowers to int8 TFLite kernels. Three things are added here:
+whole-graph annotation for the static schemes (`annotate.py`: every op with an int8 kernel,
+clamps fused, fixed ranges where TFLite needs them), activation observers for the `percentile`
+and `mean-std` statistics (litert-torch's default is a histogram observer), and a layer filter that works with torch 2.13's module-stack
 names (litert-torch's own `set_module_name` filter does not match them). litert-torch 0.10's
 QAT conv+batch-norm annotators fail under torch 2.13 (they export a bare function), so QAT
-folds batch norms into their convs first and the annotators for those patterns are skipped.
+folds batch norms into their convs first; PTQ's batch norms are folded by `prepare_pt2e`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from litert_torch.quantize import pt2e_quantizer as pq
-from litert_torch.quantize.pt2e_quantizer_utils import OP_TO_ANNOTATOR
 from torchao.quantization.pt2e.observer import MinMaxObserver
 
+from toolkit.compress.steps.quantize.annotate import annotate_int8, decompose_for_int8
 from toolkit.export.plan import activation_range
 
 _MAX_KEPT_VALUES = 4_000_000  # values one observer keeps for percentile / mean-std
@@ -64,16 +65,13 @@ class LayerQuantizer(pq.PT2EQuantizer):
         paths = {path for path, _ in stack.values()}
         return not (paths & self.float_layers)
 
-    def _annotate_all_static_patterns(self, model: torch.fx.GraphModule, quantization_config: Any,
-                                      filter_fn: Any = None) -> torch.fx.GraphModule:
-        if quantization_config is None:
-            return model
-        for op in self.STATIC_OPS:  # not STATIC_QAT_ONLY_OPS: batch norms are folded first
-            OP_TO_ANNOTATOR[op](model, quantization_config, filter_fn)
-        return model
+    def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        if self.global_config is not None and self.global_config.input_activation is not None:
+            model = decompose_for_int8(model)  # static schemes only: dynamic ones compute float
+        return super().transform_for_annotation(model)
 
     def _annotate_for_static_quantization_config(self, model: torch.fx.GraphModule):
-        return self._annotate_all_static_patterns(model, self.global_config, self._keep)
+        return annotate_int8(model, self.global_config, self._keep)
 
     def _annotate_for_dynamic_quantization_config(self, model: torch.fx.GraphModule):
         return self._annotate_all_dynamic_patterns(model, self.global_config, self._keep)
