@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from device_agent.measure.quantization import dequantize, quantize
 from device_agent.runtimes.base import TensorInfo
 
 
@@ -46,14 +47,12 @@ def to_model_input(array: np.ndarray, spec: TensorInfo) -> np.ndarray:
     """Converts a caller's array to the input's dtype, quantizing floats for int8 inputs."""
     dtype = np.dtype(spec.dtype)
     if spec.quantized and array.dtype.kind == "f":
-        info = np.iinfo(dtype)
-        q = np.round(array / spec.scale) + spec.zero_point
-        return np.clip(q, info.min, info.max).astype(dtype)
+        return quantize(array, spec.scale, spec.zero_point, dtype)
     return np.ascontiguousarray(array.astype(dtype, copy=False))
 
 
 def from_model_output(array: np.ndarray, spec: TensorInfo) -> np.ndarray:
     """Dequantizes an int8/uint8 output to float32; other outputs pass through."""
     if spec.quantized:
-        return ((array.astype(np.float32) - spec.zero_point) * spec.scale).astype(np.float32)
+        return dequantize(array, spec.scale, spec.zero_point)
     return array

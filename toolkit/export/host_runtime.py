@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device_agent.measure.quantization import dequantize, quantize
 from toolkit.errors import ExportError
 
 
@@ -58,15 +59,14 @@ def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
     scale, zero_point = detail["quantization"]
     if dtype.kind == "f" or not scale:
         return values.astype(dtype)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
+    return quantize(values, scale, zero_point, dtype)
 
 
 def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
     scale, zero_point = detail["quantization"]
     if np.dtype(detail["dtype"]).kind == "f" or not scale:
         return values.astype(np.float32)
-    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return dequantize(values, scale, zero_point)
 
 
 def _run_onnx(path: Path, inputs: np.ndarray) -> np.ndarray:
