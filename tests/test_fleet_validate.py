@@ -8,6 +8,8 @@ behind a shaped link (netem delay+loss where the kernel has it, else a tbf rate 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -31,6 +33,7 @@ from toolkit.validate import GateConfig, run_gate, write_html, write_json, write
 # Light benchmark settings: the agents share this machine's CPU cores.
 QUICK = BenchmarkOptions(warmup_runs=2, min_runs=20, min_seconds=0.05)
 BUDGETS = Budgets(latency_p90_ms=100.0, memory_mb=500.0, size_kb=1024.0)
+FLEET_TOKEN_ENV = "EDGELOOP_TEST_FLEET_TOKEN"
 
 
 @pytest.fixture(scope="module")
@@ -71,20 +74,25 @@ def netns_devices(tmp_path_factory):
         hosts = [lab.add(), lab.add(shape=True)]
         folder = tmp_path_factory.mktemp("netns")
         cert, key = self_signed_cert(folder, [h.address for h in hosts])
+        # Beyond loopback the agent needs TLS and client authentication: a token here.
+        os.environ[FLEET_TOKEN_ENV] = secrets.token_hex(16)
         profiles = []
         for i, host in enumerate(hosts):
             tls_args = ("--tls-cert", str(cert), "--tls-key", str(key))
             agent = SpawnedAgent(["ip", "netns", "exec", host.netns], host.address,
-                                 folder / f"cache{i}", tls_args)
+                                 folder / f"cache{i}", tls_args,
+                                 env={"EDGELOOP_AGENT_TOKEN": os.environ[FLEET_TOKEN_ENV]})
             agents.append(agent)
             profiles.append(DeviceProfile(
-                name=f"netns-{i}", address=agent.address, tls=TlsConfig(ca_file=str(cert)),
+                name=f"netns-{i}", address=agent.address,
+                tls=TlsConfig(ca_file=str(cert), token_env=FLEET_TOKEN_ENV),
                 budgets=BUDGETS, tags=(host.shaping or "plain",)))
         yield profiles, hosts[1].shaping or "link shaping unavailable"
     finally:
         for agent in agents:
             agent.stop()
         lab.close()
+        os.environ.pop(FLEET_TOKEN_ENV, None)
 
 
 def _loopback_profiles(agents, budgets: Budgets = BUDGETS) -> list[DeviceProfile]:

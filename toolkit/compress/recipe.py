@@ -16,11 +16,13 @@ from typing import Any, Union
 from toolkit.compress.base import STEPS, CompressionStep
 from toolkit.errors import RecipeError
 
-# Every module that registers a step; a missing one is an error, never a silent skip.
-STEP_MODULES = (
-    "prune", "sensitivity", "finetune", "lowrank", "distill", "cluster", "replace",
-    "quantize.step", "huffman",
-)
+# Recipe key -> the module under toolkit.compress.steps that registers it; a missing module
+# is an error, never a silent skip.
+STEP_MODULES = {
+    "prune": "prune", "sensitivity": "sensitivity", "finetune": "finetune",
+    "lowrank": "lowrank", "distill": "distill", "cluster": "cluster", "replace": "replace",
+    "quantize": "quantize.step", "huffman": "huffman",
+}
 
 RecipeSpec = Union[str, Path, Mapping, list, None, "Recipe"]
 
@@ -47,7 +49,7 @@ class Recipe:
 
 def register_all_steps() -> dict[str, type[CompressionStep]]:
     """Imports every step module so each registers its key; returns the registry."""
-    for name in STEP_MODULES:
+    for name in STEP_MODULES.values():
         module = f"toolkit.compress.steps.{name}"
         try:
             importlib.import_module(module)

@@ -70,6 +70,7 @@ class ResultsStore:
         self.path = Path(path) if path else edgeloop_home() / "results.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._wal = False
         with self._connect() as db:
             cols = ", ".join(f"{c}" for c in _FLAT)
             db.execute(
@@ -84,7 +85,15 @@ class ResultsStore:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
+        if not self._wal:
+            # Switching the journal mode takes an exclusive lock and does not wait on a busy
+            # database (SQLITE_BUSY at once): done once per store; a concurrent writer that
+            # holds the lock has already made the file WAL, which persists in the file.
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                self._wal = True
+            except sqlite3.OperationalError:
+                pass
         return db
 
     def append(
