@@ -25,6 +25,8 @@ DEFAULTS = pb.BenchmarkOptions(
 MAX_KEEP_SAMPLES = 100_000
 """Raw samples returned at most (800 KB of doubles in the result; 4,000,000 took the agent
 from 97 MB to 361 MB RSS)."""
+MAX_CPUS = 1024
+"""CPU numbers in `cpu_affinity` are below this; the list holds at most this many."""
 MAX_TIMEOUT_S = 86_400.0
 """One day: a benchmark is one child process, killed at its timeout."""
 
@@ -39,6 +41,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "idle_seconds": (0.0, 600.0),
     "tflm_arena_bytes": (0, 2**31),
     "keep_samples": (0, MAX_KEEP_SAMPLES),
+    "cooldown_s": (0.0, 3_600.0),
+    "max_start_temp_c": (0.0, 150.0),
+    "start_temp_timeout_s": (0.0, 3_600.0),
 }
 """Allowed closed range [low, high] of each numeric option; 0 is "default" where it has one."""
 
@@ -77,6 +82,13 @@ def validate(options: pb.BenchmarkOptions) -> str:
         )
     if options.accelerator not in ACCELERATORS:
         return f"options.accelerator: expected 'cpu' or 'cuda', got {options.accelerator!r}"
+    if len(options.cpu_affinity) > MAX_CPUS or any(
+        not 0 <= cpu < MAX_CPUS for cpu in options.cpu_affinity
+    ):
+        return (
+            f"options.cpu_affinity: expected at most {MAX_CPUS} CPU numbers in "
+            f"[0, {MAX_CPUS - 1}], got {list(options.cpu_affinity)[:8]}"
+        )
     return ""
 
 
