@@ -32,7 +32,7 @@ def test_validate_names_the_field_and_its_range(field, value, says):
 
 
 def _repeated(field) -> bool:
-    return field.label == field.LABEL_REPEATED  # cpu_affinity: a list, checked on its own
+    return field.is_repeated  # cpu_affinity: a list, checked on its own
 
 
 def test_every_numeric_option_has_one_range():
