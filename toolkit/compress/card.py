@@ -24,14 +24,21 @@ class ArtifactRecord:
 
     Attributes:
         format: `tflite`, `onnx` or `pt2`.
-        path: file name inside the output folder.
+        path: file name inside the output folder; empty when the file was not written
+            (`note` says why).
         sha256: of the file's bytes.
         size_bytes: file size.
         huffman_bytes: the file's bytes Huffman-coded (codebook included).
-        dtype: `fp32`, `fp16` or `int8` (the parity tolerance used).
+        dtype: the precision the artifact computes in: `fp32`, `fp16` (weights) or `int8`
+            (the parity tolerance used). An int8 `pt2` is the simulated graph: int8 weights,
+            activations rounded to int8, arithmetic in fp32.
         host_accuracy_pct: accuracy of the artifact on the test split, run by the host
-            runtime (LiteRT / onnxruntime); None for `pt2`.
+            runtime (LiteRT / onnxruntime / the archive loaded back by torch.export.load).
         parity: the parity report against torch (max_abs_diff, top1_agreement_pct, …).
+        ops: op name -> count in the file (None for `pt2`).
+        float_islands: for full-integer schemes, the ops kept in float, QUANTIZE/DEQUANTIZE
+            counts and delegate partitions (see `toolkit.export.ops.FloatIslands`).
+        note: what a reader must know: ops left in float, or why the file was not written.
     """
 
     format: str
@@ -42,6 +49,9 @@ class ArtifactRecord:
     dtype: str = "fp32"
     host_accuracy_pct: Optional[float] = None
     parity: Optional[dict[str, Any]] = None
+    ops: Optional[dict[str, int]] = None
+    float_islands: Optional[dict[str, Any]] = None
+    note: str = ""
 
 
 @dataclass

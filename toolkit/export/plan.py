@@ -12,6 +12,11 @@ SCHEMES = ("fp16", "int8-dynamic", "int8-static", "qat", "mixed")
 OBSERVERS = ("minmax", "percentile", "mean-std")
 GRANULARITIES = ("per-tensor", "per-channel")
 PRECISIONS = ("int8", "fp16", "fp32")
+FULL_INTEGER = ("int8-static", "qat", "mixed")  # int8 activations too: float ops are islands
+
+
+class NotPortableError(ValueError):
+    """A quantized graph holds ops that plain torch cannot express (no portable model.pt2)."""
 
 
 @dataclass

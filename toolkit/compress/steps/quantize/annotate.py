@@ -131,6 +131,9 @@ def annotate_int8(model: GraphModule, config: Any,
     for node in model.graph.nodes:
         if node.op != "call_function" or _annotated(node) or (keep and not keep(node)):
             continue
+        if keep and any(isinstance(a, Node) and a.op == "call_function" and not keep(a)
+                        for a in node.all_input_nodes):
+            continue  # fed by a layer kept float: quantizing here would make that layer int8
         target = node.target
         if target in WEIGHTED:
             inputs = {node.args[0]: act, node.args[1]: weight}

@@ -10,6 +10,8 @@ from torch import nn
 from torchao.quantization.pt2e import allow_exported_model_train_eval
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
+from toolkit.export.plan import NotPortableError
+
 
 class SampleLoop(nn.Module):
     """Runs a static-batch graph one sample at a time so it accepts any batch size."""
@@ -169,3 +171,110 @@ def batchnorm_followers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[
             if isinstance(source, torch.fx.Node) and "conv" in str(source.target):
                 followers[owner(source)] = owner(node)
     return followers
+
+
+# --- a converted graph as plain torch (what model.pt2 holds for int8 schemes) ---------------
+
+def _quantize(x, scale, zero_point, quant_min, quant_max, dtype, *_, axis=None):
+    if axis is not None:
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    return torch.clamp(torch.round(x * (1.0 / scale)) + zero_point, quant_min, quant_max).to(dtype)
+
+
+def _dequantize(x, scale, zero_point, *_, axis=None, **__):
+    if axis is not None:
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    return (x.to(torch.float32) - zero_point) * scale
+
+
+def quantize_per_tensor(x, scale, zero_point, quant_min, quant_max, dtype, **_):
+    """`quantized_decomposed.quantize_per_tensor` in plain torch ops."""
+    return _quantize(x, scale, zero_point, quant_min, quant_max, dtype)
+
+
+def dequantize_per_tensor(x, scale, zero_point, *_, **__):
+    """`quantized_decomposed.dequantize_per_tensor` in plain torch ops (float32 out)."""
+    return _dequantize(x, scale, zero_point)
+
+
+def quantize_per_channel(x, scales, zero_points, axis, quant_min, quant_max, dtype, **_):
+    """`quantized_decomposed.quantize_per_channel` in plain torch ops."""
+    return _quantize(x, scales, zero_points, quant_min, quant_max, dtype, axis=axis)
+
+
+def dequantize_per_channel(x, scales, zero_points, axis, *_, **__):
+    """`quantized_decomposed.dequantize_per_channel` in plain torch ops (float32 out)."""
+    return _dequantize(x, scales, zero_points, axis=axis)
+
+
+_PLAIN = {
+    "quantize_per_tensor": quantize_per_tensor,
+    "dequantize_per_tensor": dequantize_per_tensor,
+    "quantize_per_channel": quantize_per_channel,
+    "dequantize_per_channel": dequantize_per_channel,
+}
+
+
+def as_plain_torch(model: nn.Module) -> nn.Module:
+    """A copy of a PT2E-converted model whose quantize/dequantize ops are plain torch ops.
+
+    torch.export archives of the converted graph name `quantized_decomposed.*` operators that
+    only torchao registers, so `torch.export.load` fails without it (a device's torch runtime
+    has no torchao). The copy computes the same (int8 weights, int8-rounded activations, fp32
+    arithmetic); weights are quantized once here and kept as int8 buffers.
+
+    Raises:
+        NotPortableError: an op of the `quantized_decomposed` family that has no plain form
+            here (e.g. the run-time `choose_qparams` of dynamic schemes), named.
+    """
+    model = copy.deepcopy(model)
+    for graph_module in [m for m in model.modules() if isinstance(m, torch.fx.GraphModule)]:
+        _rewrite(graph_module)
+    return model
+
+
+def _rewrite(gm: torch.fx.GraphModule) -> None:
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or "quantized_decomposed" not in str(node.target):
+            continue
+        name = str(node.target).split(".")[1]
+        if name not in _PLAIN:
+            raise NotPortableError(f"{node.target} has no plain-torch form")
+        node.target = _PLAIN[name]
+        inputs = [a for a in node.args if isinstance(a, torch.fx.Node)]
+        if name.startswith("quantize") and all(a.op == "get_attr" for a in inputs):
+            _fold(gm, node)  # a weight: quantize it once, keep the int8 tensor
+    gm.graph.eliminate_dead_code()
+    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    for name in [n for n, _ in gm.named_parameters(recurse=False)] + \
+            [n for n, _ in gm.named_buffers(recurse=False)]:
+        if name not in used:  # the float weights now held as int8 buffers
+            delattr(gm, name)
+    gm.graph.lint()
+    gm.recompile()
+
+
+def _fold(gm: torch.fx.GraphModule, node: torch.fx.Node) -> None:
+    def value(arg: Any) -> Any:
+        if isinstance(arg, torch.fx.Node):
+            return _attr(gm, arg.target)
+        return arg
+
+    folded = node.target(*[value(a) for a in node.args],
+                         **{k: value(v) for k, v in node.kwargs.items()})
+    name = f"{node.name}_int8"
+    gm.register_buffer(name, folded.detach().clone())
+    with gm.graph.inserting_before(node):
+        constant = gm.graph.get_attr(name)
+    node.replace_all_uses_with(constant)
+    gm.graph.erase_node(node)
+
+
+def _attr(module: nn.Module, target: str) -> Any:
+    for part in target.split("."):
+        module = getattr(module, part)
+    return module
