@@ -33,6 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
         run_as=args.run_as,
         child_memory_mb=args.child_memory_mb,
         child_open_files=args.child_open_files,
+        idle_exit_s=args.idle_exit_s,
     )
     from device_agent.measure.limits import ChildLimitsError
 
@@ -73,7 +74,15 @@ def _bench(args: argparse.Namespace) -> int:
             timeout_seconds=args.timeout,
             power_sensor=args.power_sensor,
             find_tflm_arena=args.find_arena,
+            cooldown_s=args.cooldown_s,
+            max_start_temp_c=args.max_start_temp_c,
+            start_temp_timeout_s=args.start_temp_timeout_s,
+            cpu_affinity=args.cpu_affinity,
         )
+    if args.power_command:
+        import os
+
+        os.environ["EDGELOOP_POWER_COMMAND"] = args.power_command
 
     def progress(p: pb.Progress) -> None:
         if not args.json:
@@ -88,6 +97,18 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         print(result)
     return 0 if result.error_kind == pb.ERROR_KIND_NONE else 1
+
+
+def _cpu_list(text: str) -> list[int]:
+    """Parses "0,2-3" into [0, 2, 3] (taskset -c syntax)."""
+    cpus: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, _, high = part.partition("-")
+            cpus.extend(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CPU numbers like 0,2-3, got {text!r}") from None
+    return cpus
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -182,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop when the process that started the agent exits (local device)",
     )
+    s.add_argument(
+        "--idle-exit-s",
+        type=float,
+        default=0.0,
+        help="exit after this many seconds with no call and no benchmark (default 0: never)",
+    )
     s.set_defaults(func=_serve)
 
     b = sub.add_parser("bench", help="benchmark one model file once and print the result")
@@ -193,7 +220,33 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--min-seconds", type=float, default=0.0)
     b.add_argument("--timeout", type=float, default=0.0)
     b.add_argument("--power-sensor", default="")
+    b.add_argument(
+        "--power-command", default="", help="command printing watts, for the 'command' sensor"
+    )
     b.add_argument("--find-arena", action="store_true")
+    b.add_argument(
+        "--cooldown-s", type=float, default=0.0, help="idle this long before loading the model"
+    )
+    b.add_argument(
+        "--max-start-temp-c",
+        type=float,
+        default=0.0,
+        help="first wait until the device is at or below this temperature (0: no wait)",
+    )
+    b.add_argument(
+        "--start-temp-timeout-s",
+        type=float,
+        default=0.0,
+        help="stop waiting for --max-start-temp-c after this long and measure anyway, "
+        "with a warning (0: the default)",
+    )
+    b.add_argument(
+        "--cpu-affinity",
+        type=_cpu_list,
+        default=[],
+        metavar="CPUS",
+        help="pin the benchmark process to these CPUs, e.g. 0,2-3 (default: no pinning)",
+    )
     b.add_argument(
         "--options-json", default="", help="BenchmarkOptions as JSON (overrides the flags)"
     )

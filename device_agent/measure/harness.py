@@ -1,19 +1,22 @@
 """The benchmark itself, run inside a fresh child process (see worker.py).
 
-Order: import the runtime → baseline RSS → load (timed) → first inference (timed) →
-warm-up (count and seconds) → idle power baseline → timed runs until both a minimum count
-and a minimum duration are reached, power sampled in a thread → statistics.
+Order: import the runtime → sample buffer, baseline RSS → load (timed) → first inference
+(timed) → warm-up (count and seconds) → power sensor (named, or chosen for the accelerator
+the model loaded on) → idle power baseline → thermal reading and CPU frequency → timed runs
+until both a minimum count and a minimum duration are reached, power sampled in a thread →
+thermal reading, peak RSS (so it covers the timed loop) → statistics.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from array import array
 from typing import Callable
 
 from device_agent.measure import memory
+from device_agent.measure.device_state import cpu_freq_mhz, device_state, other_cpus
 from device_agent.measure.inputs import benchmark_inputs
+from device_agent.measure.samples import SampleBuffer
 from device_agent.measure.stats import HIGH_CV, latency_from_samples
 from device_agent.protocol import edgeloop_pb2 as pb
 from device_agent.runtimes.base import TensorInfo
@@ -62,6 +65,7 @@ def run_benchmark(
     )
     result.options.CopyFrom(options)
     result.options.runtime = runtime.name
+    state = device_state()  # affinity: as the agent pinned this process
 
     load_kwargs = {}
     if runtime.name == "tflm":
@@ -73,9 +77,11 @@ def run_benchmark(
         load_kwargs["arena_bytes"] = arena
         result.memory.tflm_arena_bytes = arena
 
-    sensor = pick_sensor(options.power_sensor)
-    before = thermal.read_thermal()
+    # A sensor asked for by name is checked before any work (a bad name is a bad request);
+    # the automatic choice waits for the accelerator the model actually loaded on.
+    sensor = pick_sensor(options.power_sensor) if options.power_sensor.strip() else None
 
+    samples = SampleBuffer()  # allocated before the baseline: not counted as the model's
     memory.reset_peak()
     baseline_mb = memory.current_rss_mb()
     clock.tick("loading", 0, 1, True)
@@ -95,33 +101,43 @@ def run_benchmark(
     model.get_outputs()
     result.outputs.extend(tensor_spec(o) for o in model.outputs)
 
-    _loop(model, options.warmup_runs, options.warmup_min_seconds, 0, clock, "warmup")
-    # Peak memory is read once the model has run (its arenas are allocated) and before the
-    # timed loop, whose sample buffer is the harness's own, not the model's.
-    peak_mb = memory.peak_rss_mb()
+    _loop(model, samples, options.warmup_runs, options.warmup_min_seconds, 0, clock, "warmup")
+    samples.clear()
+    if not options.power_sensor.strip():
+        sensor = pick_sensor("", accelerator=result.accelerator)
 
-    sampler = PowerSampler(sensor) if sensor is not None else None
+    sampler = PowerSampler(sensor, cpus=other_cpus()) if sensor is not None else None
     idle = active = None
     if sampler is not None:
         clock.tick("idle", 0, 1, True)
         try:
             idle = sampler.measure_idle(options.idle_seconds)
+        except SensorError as exc:
+            result.warnings.append(f"power not measured: sensor {sensor.name}: {exc}")
+            sampler = None
+    before = thermal.read_thermal()
+    freq = cpu_freq_mhz(state.affinity)
+    if freq is not None:
+        state.cpu_freq_mhz = freq
+    if sampler is not None:
+        try:
             sampler.start()
         except SensorError as exc:
             result.warnings.append(f"power not measured: sensor {sensor.name}: {exc}")
             sampler = None
     window_start = time.perf_counter()
-    samples = _loop(model, options.min_runs, options.min_seconds, options.max_runs, clock, "timed")
+    _loop(model, samples, options.min_runs, options.min_seconds, options.max_runs, clock, "timed")
     result.timed_window_s = time.perf_counter() - window_start
+    after = thermal.read_thermal()
+    peak_mb = memory.peak_rss_mb()  # covers load, warm-up and the timed loop
     if sampler is not None:
         try:
             active = sampler.stop()
         except SensorError as exc:
             result.warnings.append(f"power not measured: sensor {sensor.name}: {exc}")
-    after = thermal.read_thermal()
 
     keep = options.keep_samples
-    result.latency.CopyFrom(latency_from_samples(samples, keep=keep))
+    result.latency.CopyFrom(latency_from_samples(samples.values(), keep=keep))
     result.memory.baseline_rss_mb = baseline_mb
     result.memory.model_size_bytes = os.path.getsize(model_path)
     result.memory.peak_rss_mb = max(peak_mb - baseline_mb, 0.0)
@@ -134,11 +150,12 @@ def run_benchmark(
                 mean_w=active.mean_w,
                 idle_w=idle.mean_w,
                 energy_per_inference_mj=energy_per_inference_mj(
-                    active, idle, result.latency.mean_ms
+                    active, idle, result.timed_window_s, result.latency.n
                 ),
                 method=active.method,
             )
         )
+    result.device_state.CopyFrom(state)
     _thermal(result, before, after)
     _warn(result)
     model.close()
@@ -146,24 +163,39 @@ def run_benchmark(
 
 
 def _loop(
-    model, min_runs: int, min_seconds: float, max_runs: int, clock: _Clock, phase: str
-) -> array:
-    """Runs until both `min_runs` and `min_seconds` are reached (or `max_runs`); ms samples."""
-    samples = array("d")
+    model,
+    samples: SampleBuffer,
+    min_runs: int,
+    min_seconds: float,
+    max_runs: int,
+    clock: _Clock,
+    phase: str,
+) -> int:
+    """Runs until both `min_runs` and `min_seconds` are reached (or `max_runs`), writing one
+    latency (ms) per run into `samples` without allocating; returns the runs done."""
+    block, capacity = samples.block, samples.capacity
+    i = samples.n
+    n = 0
     begin = time.perf_counter()
     perf = time.perf_counter_ns
     while True:
         t0 = perf()
         model.run()
-        samples.append((perf() - t0) / 1e6)
-        n = len(samples)
+        block[i] = (perf() - t0) / 1e6
+        i += 1
+        n += 1
+        if i == capacity:
+            samples.n = i
+            samples.spill()
+            i = 0
         if max_runs and n >= max_runs:
             break
         if n >= min_runs and time.perf_counter() - begin >= min_seconds:
             break
         clock.tick(phase, n, min_runs)
-    clock.tick(phase, len(samples), min_runs, True)
-    return samples
+    samples.n = i
+    clock.tick(phase, n, min_runs, True)
+    return n
 
 
 def _thermal(result: pb.BenchmarkResult, before, after) -> None:
@@ -177,6 +209,10 @@ def _thermal(result: pb.BenchmarkResult, before, after) -> None:
         if value is not None:
             setattr(t, field, value)
     t.throttled = bool(thermal.throttled(before, after, thermal.max_cpu_freq_mhz()))
+    rise = thermal.temperature_rise_c(before, after)
+    if rise is not None:
+        t.temperature_rise_c = rise
+        t.temperature_rose = rise > thermal.TEMPERATURE_RISE_FLAG_C
 
 
 def _warn(result: pb.BenchmarkResult) -> None:
@@ -185,6 +221,12 @@ def _warn(result: pb.BenchmarkResult) -> None:
         result.warnings.append(
             f"high variation: CV {lat.cv:.1%} > {HIGH_CV:.0%}; "
             "close other work on the device or run longer"
+        )
+    if result.thermal.temperature_rose:
+        result.warnings.append(
+            f"the temperature rose {result.thermal.temperature_rise_c:.1f} °C across the timed "
+            f"window (flagged above {thermal.TEMPERATURE_RISE_FLAG_C:g} °C); later runs may "
+            "throttle: use cooldown_s or max_start_temp_c"
         )
     if result.thermal.throttled:
         result.warnings.append(

@@ -20,6 +20,7 @@ DEFAULTS = pb.BenchmarkOptions(
     timeout_seconds=300.0,
     idle_seconds=0.5,
     keep_samples=10_000,
+    start_temp_timeout_s=300.0,
 )
 
 MAX_KEEP_SAMPLES = 100_000

@@ -21,10 +21,19 @@ from device_agent.sensors.ina3221 import Ina3221Sensor
 from device_agent.sensors.nvml import NvmlSensor
 from device_agent.sensors.rapl import RaplSensor
 
-#: Name → sensor class, in the order an empty name tries them.
+#: Name → every registered sensor class.
 SENSORS: dict[str, type[PowerSensor]] = {
     cls.name: cls
     for cls in (NvmlSensor, Ina3221Sensor, RaplSensor, AndroidBatterySensor, CommandSensor)
+}
+#: Accelerator → the sensors an empty name tries for a run on it, in order: a sensor that
+#: sees that accelerator's power. NVML reads the GPU board, so only a CUDA run uses it (a CPU
+#: run on a GPU host would otherwise report the GPU's power change); RAPL reads the CPU
+#: package, so a CUDA run does not. Board and whole-device meters (Jetson INA3221 rails,
+#: Android battery, an external meter behind a command) see both.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {
+    "cpu": ("ina3221", "rapl", "android-battery", "command"),
+    "cuda": ("nvml", "ina3221", "android-battery", "command"),
 }
 #: The name that asks for no power measurement.
 NO_SENSOR = "none"
@@ -67,12 +76,13 @@ def sensor_infos() -> list[SensorStatus]:
     return statuses
 
 
-def pick_sensor(name: str = "") -> Optional[PowerSensor]:
+def pick_sensor(name: str = "", accelerator: str = "cpu") -> Optional[PowerSensor]:
     """Returns a (not yet opened) sensor for a benchmark's `power_sensor` option.
 
     Args:
-        name: "" picks the first available sensor in the order nvml, ina3221, rapl,
-            android-battery, command; "none" asks for no sensor; anything else names one.
+        name: "" picks the first available sensor of `AUTO_ORDER[accelerator]`; "none" asks
+            for no sensor; anything else names one, which is used whatever the accelerator.
+        accelerator: what the model runs on, "cpu" or "cuda" ("" and unknown ones: "cpu").
 
     Returns:
         The sensor, or None for "none" or when "" finds no available sensor.
@@ -85,7 +95,8 @@ def pick_sensor(name: str = "") -> Optional[PowerSensor]:
     if wanted == NO_SENSOR:
         return None
     if not wanted:
-        for cls in SENSORS.values():
+        for candidate in AUTO_ORDER.get(accelerator, AUTO_ORDER["cpu"]):
+            cls = SENSORS[candidate]
             if _check(cls).available:
                 return cls()
         return None

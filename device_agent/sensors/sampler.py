@@ -11,6 +11,7 @@ A window in which no sample could be read raises instead of returning zeros.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -47,19 +48,31 @@ class PowerWindow:
 
 
 def energy_per_inference_mj(
-    active: PowerWindow, idle: PowerWindow, mean_latency_ms: float
+    active: PowerWindow, idle: PowerWindow, window_s: float, runs: int
 ) -> float:
     """Returns the energy one inference adds above idle, in millijoules.
 
-    (active.mean_w - idle.mean_w) × mean_latency_ms, since W × ms = mJ; clamped at 0 when
-    the active window drew less than idle (noise), so no negative energy is reported.
+    The one definition of the figure: (active.mean_w - idle.mean_w) × window_s × 1000 / runs,
+    the power above idle over the whole timed window shared among the runs in it. The window,
+    not the mean invoke time, because the loop between runs (timing, bookkeeping, the
+    runtime's own work outside invoke) draws that power too; for a model of microseconds the
+    difference is large. Clamped at 0 when the active window drew less than idle (noise), so
+    no negative energy is reported.
+
+    Args:
+        active: power during the timed window.
+        idle: the idle baseline taken just before it.
+        window_s: length of the timed window in seconds.
+        runs: inferences in the window (> 0).
 
     Raises:
-        ValueError: mean_latency_ms is negative or not finite.
+        ValueError: window_s is negative or not finite, or runs < 1.
     """
-    if not math.isfinite(mean_latency_ms) or mean_latency_ms < 0:
-        raise ValueError(f"mean_latency_ms={mean_latency_ms!r}: expected a finite value >= 0")
-    return max(0.0, active.mean_w - idle.mean_w) * mean_latency_ms
+    if not math.isfinite(window_s) or window_s < 0:
+        raise ValueError(f"window_s={window_s!r}: expected a finite value >= 0")
+    if runs < 1:
+        raise ValueError(f"runs={runs!r}: expected at least one inference in the window")
+    return max(0.0, active.mean_w - idle.mean_w) * window_s * 1000.0 / runs
 
 
 class PowerSampler:
@@ -69,12 +82,19 @@ class PowerSampler:
     time. Reused for several windows (idle baseline, then the timed runs).
     """
 
-    def __init__(self, sensor: PowerSensor, rate_hz: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        sensor: PowerSensor,
+        rate_hz: Optional[float] = None,
+        cpus: Optional[list[int]] = None,
+    ) -> None:
         """Sets the sensor and the sampling rate.
 
         Args:
             sensor: the sensor to read.
             rate_hz: samples per second; default: the sensor's `default_rate_hz`.
+            cpus: CPUs the sampling thread (and a command sensor's processes) runs on, e.g.
+                those the benchmark is not pinned to; default: the process's own.
 
         Raises:
             ValueError: rate_hz is not a finite number > 0.
@@ -84,6 +104,7 @@ class PowerSampler:
             raise ValueError(f"power sampling rate_hz={rate_hz!r}: expected a number > 0")
         self.sensor = sensor
         self.rate_hz = rate
+        self.cpus = cpus
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._points: list[tuple[float, float]] = []  # (monotonic s, W)
@@ -159,6 +180,11 @@ class PowerSampler:
             return None
 
     def _run(self) -> None:
+        if self.cpus:
+            try:
+                os.sched_setaffinity(0, self.cpus)  # 0: this thread
+            except (AttributeError, OSError):
+                pass  # sampled where the benchmark runs: still a valid reading
         period = 1.0 / self.rate_hz
         next_at = time.monotonic()
         while True:

@@ -1,4 +1,5 @@
-"""CPU frequency and temperature, read before and after a benchmark to detect throttling.
+"""CPU frequency and temperature, read right before and after the timed window: throttling and
+temperature rise.
 
 Layout read (under the sysfs root, see `_sysfs.py`):
 
@@ -27,6 +28,8 @@ THROTTLE_TRIP_TYPES = ("passive", "hot", "critical")
 PLAUSIBLE_C = (-60.0, 200.0)
 #: A frequency drop larger than this fraction counts as throttling.
 FREQ_DROP_FRACTION = 0.10
+#: A temperature rise across the timed window above this (°C) is flagged in the result.
+TEMPERATURE_RISE_FLAG_C = 5.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,13 @@ def read_thermal() -> ThermalReading:
         temperature_c=max(temp for _, temp, _ in chosen) if chosen else None,
         at_trip_point=at_trip,
     )
+
+
+def temperature_rise_c(before: ThermalReading, after: ThermalReading) -> Optional[float]:
+    """Returns after - before in °C, or None when either temperature is unreadable."""
+    if before.temperature_c is None or after.temperature_c is None:
+        return None
+    return after.temperature_c - before.temperature_c
 
 
 def throttled(
