@@ -39,6 +39,8 @@ allocation still fails in the child instead of taking the device's memory.
 CUDA_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvhost-ctrl")
 """When one exists the default address-space limit is off: the CUDA driver reserves tens of GB
 of virtual address space at initialisation (unified addressing), so any useful cap breaks it."""
+LIMITS_ENV = "EDGELOOP_CHILD_LIMITS"
+"""How a child learns its limits: `as=<bytes>,nofile=<n>` (0 = no limit)."""
 DEFAULT_OPEN_FILES = 256
 CPU_MARGIN_S = 30.0
 """CPU seconds a benchmark may use beyond its timeout, per core (imports, probes)."""
@@ -100,25 +102,21 @@ class ChildLimits:
             return default_address_space_mb()
         return self.address_space_mb
 
-    def apply(self, pid: int) -> None:
-        """Sets address space and open files on a child just started (before it gets a job)."""
-        as_bytes = self.effective_address_space_mb * 2**20
-        if as_bytes:
-            _prlimit(pid, resource.RLIMIT_AS, as_bytes)
-        if self.open_files:
-            _prlimit(pid, resource.RLIMIT_NOFILE, self.open_files)
-
     def popen_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for subprocess.Popen: the user, group and environment of run_as."""
-        kwargs: dict[str, Any] = {}
+        """Keyword arguments for subprocess.Popen: the limits the child sets on itself at start
+        (`LIMITS_ENV`, read by `apply_own_limits`), and the user, group and environment of
+        run_as.
+
+        The child lowers its own limits, first thing, before it imports a runtime or sees a
+        model: lowering needs no privilege, whereas setting another process's limits
+        (prlimit) needs CAP_SYS_RESOURCE once the child runs as another user — which root in
+        many containers does not have. No Python runs between fork and exec either way."""
+        as_bytes = self.effective_address_space_mb * 2**20
+        env = {**os.environ, LIMITS_ENV: f"as={as_bytes},nofile={self.open_files}"}
+        kwargs: dict[str, Any] = {"env": env}
         if self._user is not None:
             kwargs.update(user=self._user.pw_uid, group=self._user.pw_gid, extra_groups=[])
-            kwargs["env"] = {
-                **os.environ,
-                "HOME": self._user.pw_dir,
-                "USER": self._user.pw_name,
-                "LOGNAME": self._user.pw_name,
-            }
+            env.update(HOME=self._user.pw_dir, USER=self._user.pw_name, LOGNAME=self._user.pw_name)
             kwargs["cwd"] = "/"
         return kwargs
 
@@ -169,21 +167,40 @@ def default_address_space_mb() -> int:
 def benchmark_cpu_seconds(timeout_s: float, cores: Optional[int] = None) -> int:
     """RLIMIT_CPU for a benchmark: its wall-clock timeout plus a margin, times the cores
     (CPU time of all threads counts). The watchdog kills at the timeout; this is the backstop."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or len(os.sched_getaffinity(0)) or 1
     return int(math.ceil((timeout_s + CPU_MARGIN_S) * cores))
 
 
 def limit_cpu(pid: int, seconds: int) -> None:
-    """Sets RLIMIT_CPU of a running child (SIGXCPU, then SIGKILL, when it is used up)."""
-    _prlimit(pid, resource.RLIMIT_CPU, seconds)
-
-
-def _prlimit(pid: int, which: int, value: int) -> None:
-    """soft = hard = value on another process; a child already gone is reported as a crash."""
+    """Sets RLIMIT_CPU of a running child from the parent where allowed (same user, or
+    CAP_SYS_RESOURCE). The child also sets its own (`limit_own_cpu`), which always works."""
     try:
-        resource.prlimit(pid, which, (value, value))
-    except ProcessLookupError:
+        resource.prlimit(pid, resource.RLIMIT_CPU, (seconds, seconds))
+    except (ProcessLookupError, PermissionError):
         pass
+
+
+def apply_own_limits() -> None:
+    """In a child: sets the address-space and open-file limits its parent put in `LIMITS_ENV`
+    (soft = hard, so the model's code cannot raise them again). Called before anything else."""
+    spec = dict(item.split("=", 1) for item in os.environ.get(LIMITS_ENV, "").split(",") if item)
+    if int(spec.get("as", 0)):
+        _set_own(resource.RLIMIT_AS, int(spec["as"]))
+    if int(spec.get("nofile", 0)):
+        _set_own(resource.RLIMIT_NOFILE, int(spec["nofile"]))
+
+
+def limit_own_cpu(timeout_s: float) -> None:
+    """In a benchmark child, once its job is known: RLIMIT_CPU from the job's own timeout
+    (SIGXCPU, then SIGKILL, when it is used up)."""
+    _set_own(resource.RLIMIT_CPU, benchmark_cpu_seconds(timeout_s))
+
+
+def _set_own(which: int, value: int) -> None:
+    soft, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)  # never above what this process was given
+    resource.setrlimit(which, (value, value))
 
 
 _current = ChildLimits()

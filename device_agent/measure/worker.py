@@ -47,9 +47,24 @@ def classify(exc: BaseException, phase: str) -> int:
     return K.ERROR_KIND_RUN_FAILED
 
 
+def _device_state() -> pb.DeviceState:
+    from device_agent.measure.device_state import device_state
+
+    return device_state()
+
+
+def _pin(cpus) -> None:
+    from device_agent.measure.device_state import pin
+
+    pin(cpus)
+
+
 def main() -> int:
     import json
 
+    from device_agent.measure.limits import apply_own_limits, limit_own_cpu
+
+    apply_own_limits()  # before any runtime is imported or any model seen
     stream = _event_stream()
     from device_agent.measure.harness import run_benchmark  # imported before the job arrives
 
@@ -59,6 +74,7 @@ def main() -> int:
     job = json.loads(line)
     model_path, model_format = job["model_path"], job["model_format"]
     options = json_format.ParseDict(job["options"], pb.BenchmarkOptions())
+    limit_own_cpu(options.timeout_seconds)
     phase = ""
 
     def emit(progress: pb.Progress) -> None:
@@ -69,11 +85,13 @@ def main() -> int:
         )
 
     try:
+        _pin(options.cpu_affinity)  # before the runtime starts its threads
         result = run_benchmark(model_path, model_format, options, emit)
     except Exception as exc:  # every failure is reported as data
         traceback.print_exc(file=sys.stderr)
         message = f"{type(exc).__name__}: {exc}".strip()
         result = pb.BenchmarkResult(error_kind=classify(exc, phase), error_message=message[:2000])
+        result.device_state.CopyFrom(_device_state())
     stream.write(json_format.MessageToJson(pb.BenchmarkEvent(result=result), indent=None) + "\n")
     stream.flush()
     return 0

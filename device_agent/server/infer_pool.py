@@ -192,9 +192,8 @@ class InferPool:
             stdout=subprocess.PIPE,
             bufsize=0,
             start_new_session=True,
-            **limits.popen_kwargs(),
+            **limits.popen_kwargs(),  # the worker sets its own limits from these first thing
         )
-        limits.apply(self._proc.pid)
 
     @property
     def pid(self) -> Optional[int]:
@@ -251,6 +250,7 @@ class InferPool:
 
 def main() -> int:
     """Worker entry: serves requests from stdin until the agent closes it."""
+    child_limits.apply_own_limits()
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # what runtimes print goes to stderr, never into the reply stream
     sys.stdout = sys.stderr
