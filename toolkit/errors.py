@@ -2,6 +2,49 @@
 
 from __future__ import annotations
 
+import enum
+from typing import Optional
+
+from device_agent.protocol import ERROR_KIND_METADATA  # noqa: F401 - the host's name for it
+from device_agent.protocol import edgeloop_pb2 as pb
+
+
+class _ErrorKindBase(enum.StrEnum):
+    """Members are the proto's `ErrorKind` names without the prefix (``UNSAFE_MODEL``); a
+    member compares equal to that text."""
+
+    @property
+    def proto_name(self) -> str:
+        """The wire name, e.g. ``ERROR_KIND_UNSAFE_MODEL``."""
+        return f"ERROR_KIND_{self.value}"
+
+    @property
+    def number(self) -> int:
+        """The wire number (`pb.ErrorKind`)."""
+        return pb.ErrorKind.Value(self.proto_name)
+
+    @classmethod
+    def from_proto(cls, number: int) -> ErrorKind:
+        """The member for a wire number; ValueError for a number this host does not know."""
+        return cls(pb.ErrorKind.Name(number).removeprefix("ERROR_KIND_"))
+
+    @classmethod
+    def from_name(cls, name: str) -> Optional[ErrorKind]:
+        """The member for a wire name (with or without the prefix); None when unknown."""
+        try:
+            return cls(name.removeprefix("ERROR_KIND_"))
+        except ValueError:
+            return None
+
+
+ErrorKind = _ErrorKindBase(
+    "ErrorKind",
+    [(n.removeprefix("ERROR_KIND_"),) * 2 for n in pb.ErrorKind.keys()],
+    module=__name__,
+)
+"""What went wrong on a device, for Benchmark results and for failed calls alike: one member
+per value of the proto's `ErrorKind` (generated from its descriptor, never listed here)."""
+
 
 class EdgeloopError(Exception):
     """Base of every error edgeloop raises on purpose; its message is one actionable line."""
@@ -26,7 +69,16 @@ class ModelFileError(EdgeloopError, FileNotFoundError):
 
 
 class AgentError(EdgeloopError, RuntimeError):
-    """The device agent answered with a failure, or could not be talked to."""
+    """The device agent answered with a failure, or could not be talked to.
+
+    Attributes:
+        kind: the ErrorKind the agent named for the failure (trailing metadata
+            `ERROR_KIND_METADATA`), or None when it named none (a transport failure).
+    """
+
+    def __init__(self, message: str = "", kind: Optional[ErrorKind] = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class AgentUnreachableError(AgentError, ConnectionError):
@@ -48,6 +100,14 @@ class ProtocolMismatchError(AgentError):
 
 class RuntimeUnavailableError(AgentError):
     """The requested runtime is unknown or not installed on the device."""
+
+
+class UnsafeModelError(AgentError):
+    """The agent refused the model: loading it could execute code (models are data)."""
+
+
+class ResultsStoreError(EdgeloopError, RuntimeError):
+    """The results database cannot be used by this version (e.g. a newer schema)."""
 
 
 class ExportError(EdgeloopError, RuntimeError):

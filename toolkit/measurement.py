@@ -1,42 +1,77 @@
-"""Measurement types on the host: units in the field names, built from the agent's record."""
+"""Measurement types on the host: units in the field names, each built once from the agent's
+record.
+
+A `Measurement` is its outcome (`ok`, `error_kind`, `error_message`, `warnings`, `wall_s`)
+and five parts, each a frozen dataclass with one constructor from the proto:
+
+* `Provenance` — who measured what, how, when: device, runtime, model, options, versions,
+  and the device's state while it ran (OS, kernel, CPU model, Python, governor, frequency,
+  affinity);
+* `Latency` — the timed runs' statistics (ms), load and first-inference time, raw samples;
+* `Memory` — peak RSS above baseline, file size, TFLM arena;
+* `Power` — present only when a real sensor was read;
+* `Thermal` — frequency and temperature around the timed window, throttling, cooldown.
+
+These types are the one source of the results-store columns: `COLUMNS` is generated from
+their fields (a field's `metadata` may rename its column or keep it out of the flat row), and
+`Measurement.to_row()` reads every column through that list.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional
-
-from google.protobuf import json_format
+from typing import Any, Callable, Optional
 
 from device_agent.protocol import edgeloop_pb2 as pb
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, ErrorKind
+
+NOT_A_COLUMN = {"column": None}
+"""Field metadata: the field is kept in the JSON record only (raw samples, nested options)."""
+
+
+def _column(name: str) -> dict[str, str]:
+    """Field metadata: the field's column is called `name` (a name older stores already use)."""
+    return {"column": name}
+
+
+def _optional(msg: Any, name: str) -> Optional[Any]:
+    """A proto3 `optional` scalar: its value, or None when the agent did not set it."""
+    return getattr(msg, name) if msg.HasField(name) else None
 
 
 @dataclass(frozen=True)
 class BenchmarkOptions:
-    """How to benchmark. Zero / empty means the agent's default (stated per field).
+    """How to benchmark. Zero / empty means "the agent's default": the agent fills every unset
+    field from `device_agent.measure.options.DEFAULTS` (the one place defaults are stated) and
+    checks each against `RANGES` there.
 
     Attributes:
         runtime: "tflite", "onnx", "torch", "tflm"; empty picks from the model format.
         threads: runtime threads; 0 = runtime default.
-        warmup_runs: warm-up inferences (default 5), and at least `warmup_min_seconds` (0.2 s).
-        min_runs: timed inferences, at least (default 20), and at least `min_seconds` (1.0 s).
-        max_runs: cap on timed inferences (default: none; the timeout bounds the run).
-        timeout_seconds: the whole benchmark child, load included (default 300 s).
-        power_sensor: "" = first available, "none" = no power, or a sensor name.
-        idle_seconds: idle power baseline window (default 0.5 s), only with a sensor.
+        warmup_runs: warm-up inferences, and at least `warmup_min_seconds` seconds of them.
+        min_runs: timed inferences, at least, and at least `min_seconds` seconds of them.
+        max_runs: cap on timed inferences (0: none; the timeout bounds the run).
+        timeout_seconds: the whole benchmark child, load included.
+        power_sensor: "" = the sensor that follows the accelerator, "none" = no power, or a
+            sensor name.
+        idle_seconds: idle power baseline window, only with a sensor.
         accelerator: torch: "cpu" or "cuda"; empty = cuda when present.
         find_tflm_arena: tflm: search the smallest arena (default when no arena is given).
         tflm_arena_bytes: tflm: arena to use.
-        keep_samples: raw latency samples returned (default and cap: the agent's); it changes
-            what comes back, not what is measured, so it is not part of `key()`.
+        keep_samples: raw latency samples returned; it changes what comes back, not what is
+            measured, so it is not part of `key()`.
+        cooldown_s: idle this long before the benchmark starts (0: no cooldown).
+        max_start_temp_c: wait until the device is at or below this temperature (0: no wait).
+        start_temp_timeout_s: give up waiting for `max_start_temp_c` after this long.
+        cpu_affinity: pin the benchmark child to these CPU numbers (empty: no pinning).
 
     Raises:
         ConfigError: on construction, when a value is non-finite, negative or out of range;
-            the message names the field and the allowed range. The ranges are the agent's
-            (`device_agent.measure.options`), so the host refuses before it pushes anything
-            exactly what the agent would refuse.
+            the message names the field and the allowed range. The ranges are the agent's,
+            so the host refuses before it pushes anything exactly what the agent would refuse.
     """
 
     runtime: str = ""
@@ -53,8 +88,24 @@ class BenchmarkOptions:
     find_tflm_arena: bool = False
     tflm_arena_bytes: int = 0
     keep_samples: int = 0
+    cooldown_s: float = 0.0
+    max_start_temp_c: float = 0.0
+    start_temp_timeout_s: float = 0.0
+    cpu_affinity: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # 2 from YAML is 2.0: one key, one proto value
+            value = getattr(self, f.name)
+            if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+        if not isinstance(self.cpu_affinity, tuple):  # a list from YAML or JSON
+            try:
+                object.__setattr__(self, "cpu_affinity", tuple(self.cpu_affinity))
+            except TypeError:
+                raise ConfigError(
+                    "benchmark options.cpu_affinity: expected a list of CPU numbers, "
+                    f"got {self.cpu_affinity!r}"
+                ) from None
         self.validate()
 
     def validate(self) -> None:
@@ -69,23 +120,127 @@ class BenchmarkOptions:
         if problem:
             raise ConfigError(f"benchmark {problem}")
 
+    def set_fields(self) -> dict[str, Any]:
+        """The fields that differ from "default" (zero / empty), by name."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) != f.default
+        }
+
     def key(self) -> str:
-        """A stable text form, used to find earlier measurements with the same options."""
-        values = asdict(self)
-        del values["keep_samples"]  # how many raw samples come back, not how they were measured
+        """A stable text form, used to find earlier measurements with the same options.
+
+        Only fields set away from their default take part, so a field added later leaves the
+        keys of earlier options unchanged.
+        """
+        values = self.set_fields()
+        values.pop("keep_samples", None)  # how many raw samples come back, not how measured
         return json.dumps(values, sort_keys=True)
 
     def to_proto(self) -> pb.BenchmarkOptions:
-        return pb.BenchmarkOptions(**asdict(self))
+        return pb.BenchmarkOptions(**{f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def from_proto(cls, msg: pb.BenchmarkOptions) -> BenchmarkOptions:
-        return cls(**{f.name: getattr(msg, f.name) for f in fields(cls)})
+        return cls(
+            **{  # a repeated field (a tuple here) comes as a list-like container
+                f.name: tuple(getattr(msg, f.name))
+                if isinstance(f.default, tuple)
+                else getattr(msg, f.name)
+                for f in fields(cls)
+            }
+        )
+
+    @classmethod
+    def from_mapping(cls, raw: dict[str, Any]) -> BenchmarkOptions:
+        """From JSON / YAML (`asdict` output); a key this version does not know is refused."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(
+                f"benchmark options.{unknown[0]}: unknown option; expected one of {sorted(known)}"
+            )
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            raise ConfigError(f"benchmark options: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where, what and how a measurement was taken; stamped on every stored row.
+
+    The device facts after `protocol_version` come from the agent's `DeviceState` for this
+    run (empty / None when the agent did not report them).
+    """
+
+    device_id: str
+    device_hostname: str
+    device_arch: str
+    model_sha256: str
+    model_name: str
+    runtime: str
+    runtime_version: str
+    threads: int
+    accelerator: str
+    options: BenchmarkOptions = field(metadata=NOT_A_COLUMN)  # as applied; options_json
+    requested_options: Optional[BenchmarkOptions] = field(
+        default=None, metadata=NOT_A_COLUMN
+    )  # as the host asked (the store's cache key)
+    timestamp: float = field(default_factory=time.time)  # when the run started, Unix s
+    toolkit_version: str = ""
+    agent_version: str = ""
+    protocol_version: int = 0
+    os: str = ""
+    kernel: str = ""
+    cpu_model: str = ""
+    python_version: str = ""
+    governor: str = ""
+    cpu_freq_mhz: Optional[float] = None  # when the timed window began
+    affinity: tuple[int, ...] = ()  # CPUs the benchmark child could run on
+
+    @classmethod
+    def from_proto(
+        cls,
+        result: pb.BenchmarkResult,
+        info: Any,
+        model_name: str = "",
+        requested: Optional[BenchmarkOptions] = None,
+    ) -> Provenance:
+        """From the agent's BenchmarkResult and the device's info (`DeviceInfo`)."""
+        from device_agent import __version__
+
+        state = result.device_state
+        return cls(
+            device_id=info.device_id,
+            device_hostname=info.hostname,
+            device_arch=info.arch,
+            model_sha256=result.sha256,
+            model_name=model_name,
+            runtime=result.runtime or result.options.runtime,
+            runtime_version=result.runtime_version,
+            threads=result.threads,
+            accelerator=result.accelerator,
+            options=BenchmarkOptions.from_proto(result.options),
+            requested_options=requested,
+            timestamp=result.started_unix or time.time(),
+            toolkit_version=__version__,
+            agent_version=info.agent_version,
+            protocol_version=info.protocol_version,
+            os=state.os,
+            kernel=state.kernel,
+            cpu_model=state.cpu_model,
+            python_version=state.python_version,
+            governor=state.governor,
+            cpu_freq_mhz=_optional(state, "cpu_freq_mhz"),
+            affinity=tuple(state.affinity),
+        )
 
 
 @dataclass(frozen=True)
 class Latency:
-    """Latency of the timed runs, in milliseconds; `samples_ms` are the raw runs kept."""
+    """The timed runs (ms), the model's load and first inference, and the raw samples kept."""
 
     n: int
     mean_ms: float
@@ -97,12 +252,27 @@ class Latency:
     p95_ms: float
     p99_ms: float
     max_ms: float
-    samples_ms: tuple[float, ...] = ()
+    load_ms: Optional[float] = None
+    first_inference_ms: Optional[float] = None
+    timed_window_s: Optional[float] = None  # duration of the timed runs
+    samples_ms: tuple[float, ...] = field(default=(), metadata=NOT_A_COLUMN)
 
     @classmethod
-    def from_proto(cls, msg: pb.LatencyStats) -> Latency:
-        values = {f.name: getattr(msg, f.name) for f in fields(cls) if f.name != "samples_ms"}
-        return cls(samples_ms=tuple(msg.samples_ms), **values)
+    def from_proto(cls, result: pb.BenchmarkResult) -> Latency:
+        """From a successful BenchmarkResult (its `latency` and its load / timing fields)."""
+        stats = result.latency
+        values = {
+            f.name: getattr(stats, f.name)
+            for f in fields(cls)
+            if f.name in stats.DESCRIPTOR.fields_by_name and f.name != "samples_ms"
+        }
+        return cls(
+            **values,
+            load_ms=result.load_ms,
+            first_inference_ms=result.first_inference_ms,
+            timed_window_s=result.timed_window_s,
+            samples_ms=tuple(stats.samples_ms),
+        )
 
 
 @dataclass(frozen=True)
@@ -114,56 +284,110 @@ class Memory:
     model_size_bytes: int
     tflm_arena_bytes: Optional[int] = None
 
+    @classmethod
+    def from_proto(cls, msg: pb.MemoryStats) -> Memory:
+        return cls(
+            peak_rss_mb=msg.peak_rss_mb,
+            baseline_rss_mb=msg.baseline_rss_mb,
+            model_size_bytes=msg.model_size_bytes,
+            tflm_arena_bytes=_optional(msg, "tflm_arena_bytes"),
+        )
+
 
 @dataclass(frozen=True)
 class Power:
-    """Power during the timed window; present only when a real sensor was read."""
+    """Power during the timed window; present only when a real sensor was read.
 
-    sensor: str
-    rate_hz: float
-    samples: int
+    Energy per inference = (mean_w - idle_w) × timed window / runs, in mJ.
+    """
+
+    sensor: str = field(metadata=_column("power_sensor"))
+    rate_hz: float = field(metadata=_column("power_rate_hz"))
+    samples: int = field(metadata=_column("power_samples"))
     mean_w: float
     idle_w: float
-    energy_per_inference_mj: float
-    method: str = "samples"
+    energy_per_inference_mj: float = field(metadata=_column("energy_mj"))
+    method: str = field(default="samples", metadata=_column("power_method"))
+
+    @classmethod
+    def from_proto(cls, msg: pb.PowerStats) -> Power:
+        return cls(
+            sensor=msg.sensor,
+            rate_hz=msg.rate_hz,
+            samples=msg.samples,
+            mean_w=msg.mean_w,
+            idle_w=msg.idle_w,
+            energy_per_inference_mj=msg.energy_per_inference_mj,
+            method=msg.method or "samples",
+        )
+
+
+@dataclass(frozen=True)
+class Thermal:
+    """CPU frequency (MHz) and temperature (°C) right before and after the timed window,
+    whether the device throttled or warmed past the agent's flag threshold, and the time
+    spent cooling down before the run. None where the device could not be read."""
+
+    cpu_freq_mhz_before: Optional[float] = None
+    cpu_freq_mhz_after: Optional[float] = None
+    temperature_c_before: Optional[float] = None
+    temperature_c_after: Optional[float] = None
+    throttled: bool = False
+    temperature_rise_c: Optional[float] = None
+    temperature_rose: bool = False
+    cooldown_waited_s: float = 0.0
+
+    @classmethod
+    def from_proto(cls, msg: pb.ThermalStats) -> Thermal:
+        return cls(
+            **{
+                f.name: _optional(msg, f.name)
+                if msg.DESCRIPTOR.fields_by_name[f.name].has_presence
+                else getattr(msg, f.name)
+                for f in fields(cls)
+            }
+        )
+
+
+SECTIONS: dict[str, type] = {
+    "provenance": Provenance,
+    "latency": Latency,
+    "memory": Memory,
+    "power": Power,
+    "thermal": Thermal,
+}
+"""The parts of a Measurement, by attribute name; each field of each part can be read on the
+measurement itself too (`m.p50_ms`, `m.device_id`; None when the part is absent)."""
 
 
 @dataclass(frozen=True)
 class Measurement:
     """One benchmark of one model on one device, with its provenance.
 
-    `ok` is False when the device reported a failure; then `error_kind` (an ErrorKind name
-    without the prefix, e.g. "TIMEOUT", "CRASHED") and `error_message` say what happened and
-    the figures are None. A failure is a result to record and rank, not an exception.
+    `ok` is False when the device reported a failure; then `error_kind` (an ErrorKind member,
+    equal to its name, e.g. "TIMEOUT", "CRASHED") and `error_message` say what happened and
+    latency, memory and power are None. A failure is a result to record and rank, not an
+    exception.
     """
 
     ok: bool
-    error_kind: str
+    error_kind: ErrorKind
     error_message: str
-    device_id: str
-    device_hostname: str
-    device_arch: str
-    model_sha256: str
-    model_name: str
-    runtime: str
-    runtime_version: str
-    threads: int
-    accelerator: str
-    options: BenchmarkOptions
+    provenance: Provenance
     latency: Optional[Latency]
     memory: Optional[Memory]
     power: Optional[Power]
-    load_ms: Optional[float]
-    first_inference_ms: Optional[float]
-    timed_window_s: Optional[float]
-    wall_s: float
+    thermal: Thermal = field(default_factory=Thermal)
+    wall_s: float = 0.0  # child process wall time, spawn to exit
     warnings: tuple[str, ...] = ()
-    thermal: dict[str, Any] = field(default_factory=dict)
-    timestamp: float = field(default_factory=time.time)
-    toolkit_version: str = ""
-    protocol_version: int = 0
-    agent_version: str = ""
-    requested_options: Optional[BenchmarkOptions] = None  # as the host asked (cache key)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not attributes: a field of one of the parts.
+        section = _FIELD_SECTION.get(name)
+        if section is None or name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+        part = self.__dict__.get(section)
+        return None if part is None else getattr(part, name)
 
     @classmethod
     def from_proto(
@@ -174,119 +398,142 @@ class Measurement:
         requested: Optional[BenchmarkOptions] = None,
     ) -> Measurement:
         """Builds a measurement from the agent's BenchmarkResult and the device's info."""
-        from device_agent import __version__
-
         ok = result.error_kind == pb.ERROR_KIND_NONE
-        kind = pb.ErrorKind.Name(result.error_kind).removeprefix("ERROR_KIND_")
-        memory = None
-        if ok:
-            m = result.memory
-            memory = Memory(
-                peak_rss_mb=m.peak_rss_mb,
-                baseline_rss_mb=m.baseline_rss_mb,
-                model_size_bytes=m.model_size_bytes,
-                tflm_arena_bytes=m.tflm_arena_bytes if m.HasField("tflm_arena_bytes") else None,
-            )
-        power = None
-        if ok and result.HasField("power"):
-            p = result.power
-            power = Power(
-                p.sensor,
-                p.rate_hz,
-                p.samples,
-                p.mean_w,
-                p.idle_w,
-                p.energy_per_inference_mj,
-                p.method or "samples",
-            )
-        thermal = json_format.MessageToDict(result.thermal, preserving_proto_field_name=True)
         return cls(
             ok=ok,
-            error_kind=kind,
+            error_kind=ErrorKind.from_proto(result.error_kind),
             error_message=result.error_message,
-            device_id=info.device_id,
-            device_hostname=info.hostname,
-            device_arch=info.arch,
-            model_sha256=result.sha256,
-            model_name=model_name,
-            runtime=result.runtime or result.options.runtime,
-            runtime_version=result.runtime_version,
-            threads=result.threads,
-            accelerator=result.accelerator,
-            options=BenchmarkOptions.from_proto(result.options),
-            latency=Latency.from_proto(result.latency) if ok else None,
-            memory=memory,
-            power=power,
-            load_ms=result.load_ms if ok else None,
-            first_inference_ms=result.first_inference_ms if ok else None,
-            timed_window_s=result.timed_window_s if ok else None,
+            provenance=Provenance.from_proto(result, info, model_name, requested),
+            latency=Latency.from_proto(result) if ok else None,
+            memory=Memory.from_proto(result.memory) if ok else None,
+            power=Power.from_proto(result.power) if ok and result.HasField("power") else None,
+            thermal=Thermal.from_proto(result.thermal),
             wall_s=result.wall_s,
             warnings=tuple(result.warnings),
-            thermal=thermal,
-            timestamp=result.started_unix or time.time(),
-            toolkit_version=__version__,
-            protocol_version=info.protocol_version,
-            agent_version=info.agent_version,
-            requested_options=requested,
         )
 
     def to_row(self) -> dict[str, Any]:
-        """A flat row for the results store and tables (units in the column names)."""
-        lat, mem, pw = self.latency, self.memory, self.power
-        return {
-            "timestamp": self.timestamp,
-            "ok": self.ok,
-            "error_kind": None if self.ok else self.error_kind,
-            "error_message": self.error_message or None,
-            "device_id": self.device_id,
-            "device_hostname": self.device_hostname,
-            "device_arch": self.device_arch,
-            "model_sha256": self.model_sha256,
-            "model_name": self.model_name,
-            "runtime": self.runtime,
-            "runtime_version": self.runtime_version,
-            "threads": self.threads,
-            "accelerator": self.accelerator,
-            "n": lat.n if lat else None,
-            "mean_ms": lat.mean_ms if lat else None,
-            "std_ms": lat.std_ms if lat else None,
-            "cv": lat.cv if lat else None,
-            "min_ms": lat.min_ms if lat else None,
-            "p50_ms": lat.p50_ms if lat else None,
-            "p90_ms": lat.p90_ms if lat else None,
-            "p95_ms": lat.p95_ms if lat else None,
-            "p99_ms": lat.p99_ms if lat else None,
-            "max_ms": lat.max_ms if lat else None,
-            "load_ms": self.load_ms,
-            "first_inference_ms": self.first_inference_ms,
-            "peak_rss_mb": mem.peak_rss_mb if mem else None,
-            "model_size_bytes": mem.model_size_bytes if mem else None,
-            "tflm_arena_bytes": mem.tflm_arena_bytes if mem else None,
-            "power_sensor": pw.sensor if pw else None,
-            "mean_w": pw.mean_w if pw else None,
-            "idle_w": pw.idle_w if pw else None,
-            "energy_mj": pw.energy_per_inference_mj if pw else None,
-            "warnings": "; ".join(self.warnings) or None,
-            "toolkit_version": self.toolkit_version,
-            "agent_version": self.agent_version,
-            "protocol_version": self.protocol_version,
-        }
+        """A flat row for the results store and tables: one value per `COLUMNS` entry."""
+        return {column.name: column.read(self) for column in COLUMNS}
 
     def to_json(self) -> dict[str, Any]:
-        """Everything, nested, JSON-ready (raw samples included)."""
-        return asdict(self)
+        """Everything, JSON-ready (raw samples included): the provenance's fields at the top
+        level beside the outcome, the other parts nested under their names."""
+        raw = asdict(self)
+        raw.update(raw.pop("provenance"))
+        return raw
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Measurement:
+        """From `to_json()` output, including records written before the split (load and
+        timing at the top level, thermal as the proto's dict)."""
         raw = dict(raw)
-        raw["options"] = BenchmarkOptions(**raw["options"])
-        if raw.get("requested_options"):
-            raw["requested_options"] = BenchmarkOptions(**raw["requested_options"])
+        prov = {f.name: raw.pop(f.name) for f in fields(Provenance) if f.name in raw}
+        prov["options"] = BenchmarkOptions.from_mapping(prov["options"])
+        if prov.get("requested_options"):
+            prov["requested_options"] = BenchmarkOptions.from_mapping(prov["requested_options"])
+        if "affinity" in prov:
+            prov["affinity"] = tuple(prov["affinity"])
+        moved = {k: raw.pop(k) for k in ("load_ms", "first_inference_ms", "timed_window_s")
+                 if k in raw}  # older records: beside the latency, not in it
+        latency = None
         if raw.get("latency"):
-            lat = dict(raw["latency"])
+            lat = {**moved, **raw["latency"]}
             lat["samples_ms"] = tuple(lat.get("samples_ms", ()))
-            raw["latency"] = Latency(**lat)
-        raw["memory"] = Memory(**raw["memory"]) if raw.get("memory") else None
-        raw["power"] = Power(**raw["power"]) if raw.get("power") else None
-        raw["warnings"] = tuple(raw.get("warnings", ()))
-        return cls(**raw)
+            latency = Latency(**lat)
+        return cls(
+            ok=raw["ok"],
+            error_kind=ErrorKind(raw["error_kind"]),
+            error_message=raw["error_message"],
+            provenance=Provenance(**prov),
+            latency=latency,
+            memory=Memory(**raw["memory"]) if raw.get("memory") else None,
+            power=Power(**raw["power"]) if raw.get("power") else None,
+            thermal=Thermal(**(raw.get("thermal") or {})),
+            wall_s=raw.get("wall_s", 0.0),
+            warnings=tuple(raw.get("warnings", ())),
+        )
+
+
+# -- the flat row, generated from the types above --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """One results-store column: its name, SQL type, and how to read it from a Measurement."""
+
+    name: str
+    sql_type: str
+    read: Callable[[Measurement], Any]
+    boolean: bool = False  # stored as 0/1; read back as a boolean
+
+
+_SQL_TYPES = {bool: "INTEGER", int: "INTEGER", float: "REAL", str: "TEXT"}
+
+
+def _scalar_type(hint: Any) -> Any:
+    """`Optional[float]` -> float, `tuple[int, ...]` -> tuple, `ErrorKind` -> str."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Union and len(args) == 1:
+        return _scalar_type(args[0])
+    if typing.get_origin(hint) is tuple:
+        return tuple
+    if isinstance(hint, type) and issubclass(hint, str):
+        return str
+    return hint
+
+
+def _flat(value: Any) -> Any:
+    """A value as SQLite stores it: "nothing" (ErrorKind.NONE, "", ()) as NULL, an ErrorKind
+    as its name, CPU lists as "0,1", other tuples "; "-joined, the rest as is."""
+    if value is ErrorKind.NONE or value == "" or value == ():
+        return None
+    if isinstance(value, ErrorKind):
+        return value.value
+    if isinstance(value, tuple):
+        separator = "," if all(isinstance(v, int) for v in value) else "; "
+        return separator.join(str(v) for v in value)
+    return value
+
+
+def _columns_of(kind: type, get: Callable[[Measurement], Any]) -> list[Column]:
+    hints = typing.get_type_hints(kind, globalns=globals())
+    columns = []
+    for f in fields(kind):
+        name = f.metadata.get("column", f.name)
+        if name is None or f.name in SECTIONS:
+            continue
+        scalar = _scalar_type(hints[f.name])
+        sql = _SQL_TYPES.get(scalar, "TEXT")
+
+        def read(m: Measurement, attr: str = f.name) -> Any:
+            part = get(m)
+            return None if part is None else _flat(getattr(part, attr))
+
+        columns.append(Column(name, sql, read, boolean=scalar is bool))
+    return columns
+
+
+def _build_columns() -> tuple[Column, ...]:
+    columns = _columns_of(Measurement, lambda m: m)
+    for attr, kind in SECTIONS.items():
+        columns += _columns_of(kind, lambda m, a=attr: getattr(m, a))
+    names = [c.name for c in columns]
+    duplicated = {n for n in names if names.count(n) > 1}
+    assert not duplicated, f"results-store columns named twice: {sorted(duplicated)}"
+    return tuple(columns)
+
+
+def _field_sections() -> dict[str, str]:
+    table: dict[str, str] = {}
+    for attr, kind in SECTIONS.items():
+        for f in fields(kind):
+            assert f.name not in table, f"field {f.name} in {table.get(f.name)} and {attr}"
+            table[f.name] = attr
+    return table
+
+
+_FIELD_SECTION = _field_sections()
+COLUMNS: tuple[Column, ...] = _build_columns()
+"""The results store's flat columns, in order: the Measurement's own scalar fields, then each
+part's fields (renamed by metadata where an older store already had a name)."""

@@ -7,6 +7,7 @@ from typing import Callable, Optional, Union
 
 from device_agent.protocol import edgeloop_pb2 as pb
 from toolkit.devices.connect import open_device, resolve_profile
+from toolkit.devices.precedence import resolve_options
 from toolkit.devices.profile import DeviceProfile
 from toolkit.measurement import BenchmarkOptions, Measurement
 from toolkit.results.store import ResultsStore
@@ -26,7 +27,8 @@ def profile_model(
     Args:
         model_path: the model file.
         device: "local" (a real agent spawned on 127.0.0.1), "host:port", a profile name or path.
-        options: benchmark options; the profile's threads apply when `options.threads` is 0.
+        options: benchmark options as asked; the device profile's fill the fields they leave
+            unset (`toolkit.devices.precedence.resolve_options`).
         store: True for the default store, a ResultsStore, or False to keep nothing.
         on_progress: receives progress events while the device measures.
         run_id: groups rows in the store (e.g. one tuning run).
@@ -34,14 +36,10 @@ def profile_model(
     Returns:
         The measurement; `ok` False when the device reported a failure (also stored).
     """
-    options = options or BenchmarkOptions()
     path = Path(model_path)
     model_format(path)  # clear error before anything is started
     profile = resolve_profile(device)
-    if profile.threads and not options.threads:
-        options = BenchmarkOptions(**{**options.__dict__, "threads": profile.threads})
-    if profile.power_sensor and not options.power_sensor:
-        options = BenchmarkOptions(**{**options.__dict__, "power_sensor": profile.power_sensor})
+    options = resolve_options(options, profile)
     with open_device(profile) as client:
         measurement = client.benchmark(path, options, on_progress=on_progress, name=path.name)
     if store:

@@ -28,6 +28,7 @@ from device_agent.cache.model_cache import (
 )
 from device_agent.measure.options import validate, with_defaults
 from device_agent.measure.runner import benchmark_in_child
+from device_agent.protocol import ERROR_KIND_METADATA
 from device_agent.protocol import edgeloop_pb2 as pb
 from device_agent.protocol import edgeloop_pb2_grpc as rpc
 from device_agent.protocol.formats import FORMAT_TO_PB, PB_TO_FORMAT
@@ -37,19 +38,27 @@ from device_agent.server.info import build_device_info
 from device_agent.server.jobs import Job, JobIdError, JobTable, check_job_id
 from device_agent.server.queue import BenchmarkQueue
 
-INFER_STATUS = {
-    "unknown_runtime": grpc.StatusCode.INVALID_ARGUMENT,
-    "bad_input": grpc.StatusCode.INVALID_ARGUMENT,
-    "unavailable": grpc.StatusCode.FAILED_PRECONDITION,
-    "load": grpc.StatusCode.FAILED_PRECONDITION,
-    "unsafe": grpc.StatusCode.FAILED_PRECONDITION,  # the model could run code: refused
-    "run": grpc.StatusCode.INTERNAL,
-    "crash": grpc.StatusCode.INTERNAL,
-    "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
+INFER_FAILURES: dict[str, tuple[grpc.StatusCode, int]] = {  # InferFailure.kind -> status, kind
+    "unknown_runtime": (grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_KIND_UNKNOWN_RUNTIME),
+    "bad_input": (grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_KIND_BAD_REQUEST),
+    "unavailable": (grpc.StatusCode.FAILED_PRECONDITION, pb.ERROR_KIND_RUNTIME_UNAVAILABLE),
+    "load": (grpc.StatusCode.FAILED_PRECONDITION, pb.ERROR_KIND_LOAD_FAILED),
+    # the model could run code: refused
+    "unsafe": (grpc.StatusCode.FAILED_PRECONDITION, pb.ERROR_KIND_UNSAFE_MODEL),
+    "run": (grpc.StatusCode.INTERNAL, pb.ERROR_KIND_RUN_FAILED),
+    "crash": (grpc.StatusCode.INTERNAL, pb.ERROR_KIND_CRASHED),
+    "timeout": (grpc.StatusCode.DEADLINE_EXCEEDED, pb.ERROR_KIND_TIMEOUT),
 }
 INFER_WORKER_KEEPS = ("bad_input", "run")  # failures after which the worker holds the model
 MAX_PUSHES = 4
 PUSH_IDLE_S = 20.0
+
+
+async def _abort(context, status: grpc.StatusCode, kind: int, message: str) -> None:
+    """Ends the call with `status` and names its ErrorKind in trailing metadata."""
+    await context.abort(
+        status, message, trailing_metadata=((ERROR_KIND_METADATA, pb.ErrorKind.Name(kind)),)
+    )
 
 
 class DeviceAgentService(rpc.DeviceAgentServicer):
@@ -237,7 +246,8 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
             options = with_defaults(request.options)
             problem = validate(options)
             if problem:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_KIND_BAD_REQUEST,
+                             problem)
             job = self.jobs.get(job_id) if job_id else None
             if job is not None and not job.same_request(sha, options):
                 await context.abort(
@@ -305,18 +315,17 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
     async def Infer(self, request, context) -> pb.InferReply:
         sha = await self._sha_or_abort(request.sha256, context)
         if not request.inputs:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "Infer needs at least one input tensor"
-            )
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_KIND_BAD_REQUEST,
+                         "Infer needs at least one input tensor")
         try:
             arrays = [tensor_to_array(t) for t in request.inputs]
         except (TypeError, ValueError) as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad input tensor: {exc}")
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_KIND_BAD_REQUEST,
+                         f"bad input tensor: {exc}")
         entry = self.cache.pin(sha)
         if entry is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"model {sha[:12]} is not in this agent's cache"
-            )
+            await _abort(context, grpc.StatusCode.NOT_FOUND, pb.ERROR_KIND_UNKNOWN_MODEL,
+                         f"model {sha[:12]} is not in this agent's cache")
         loop = asyncio.get_running_loop()
         key = (sha, request.runtime, request.threads)
         try:
@@ -336,8 +345,10 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
                 self._infer_holds(key)
             elif failure.kind in ("crash", "timeout"):  # the worker was restarted empty
                 self._infer_drop_all()
-            status = INFER_STATUS.get(failure.kind, grpc.StatusCode.INTERNAL)
-            await context.abort(status, failure.message)
+            status, kind = INFER_FAILURES.get(
+                failure.kind, (grpc.StatusCode.INTERNAL, pb.ERROR_KIND_RUN_FAILED)
+            )
+            await _abort(context, status, kind, failure.message)
         finally:
             self.cache.unpin(sha)
         reply = pb.InferReply(compute_ms=compute_ms)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from toolkit.errors import ConfigError
+from toolkit.measurement import BenchmarkOptions
 from toolkit.paths import profile_dirs
 
 TRANSPORTS = ("grpc", "ssh", "local")
@@ -81,7 +82,12 @@ class TlsConfig:
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    """One device: its name, how to reach it, its runtimes and budgets."""
+    """One device: its name, how to reach it, its runtimes and budgets.
+
+    `threads`, `power_sensor` and the `benchmark` mapping (any `BenchmarkOptions` field, e.g.
+    `cpu_affinity: [2, 3]`, `cooldown_s: 5`) are this device's benchmark options: they apply
+    where the caller set nothing (`toolkit.devices.precedence.resolve_options`).
+    """
 
     name: str
     address: Optional[str] = None  # "host:port" of the agent (gRPC)
@@ -90,6 +96,7 @@ class DeviceProfile:
     runtimes: tuple[str, ...] = ()
     threads: int = 0
     power_sensor: Optional[str] = None
+    benchmark: BenchmarkOptions = field(default_factory=BenchmarkOptions)
     budgets: Budgets = field(default_factory=Budgets)
     tags: tuple[str, ...] = ()
     ssh: Optional[SshConfig] = None
@@ -111,6 +118,18 @@ class DeviceProfile:
             raise ConfigError(f"{where}: ssh: expected a mapping with at least 'host'")
         if self.address and not _looks_like_address(self.address):
             raise ConfigError(f"{where}: address: expected 'host:port', got {self.address!r}")
+        for key in ("threads", "power_sensor"):
+            if getattr(self, key) and getattr(self.benchmark, key):
+                raise ConfigError(f"{where}: benchmark.{key}: {key} is set at the top level too; "
+                                  "give it once")
+
+    def benchmark_options(self) -> BenchmarkOptions:
+        """This device's benchmark options: the `benchmark` mapping with `threads` and
+        `power_sensor` from the top level; unset fields stay zero / empty."""
+        top = {"threads": self.threads, "power_sensor": self.power_sensor or ""}
+        return BenchmarkOptions(
+            **{**self.benchmark.set_fields(), **{k: v for k, v in top.items() if v}}
+        )
 
     @classmethod
     def from_mapping(cls, raw: Any, source: Optional[str] = None) -> DeviceProfile:
@@ -133,6 +152,7 @@ class DeviceProfile:
         threads = raw.get("threads", 0)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ConfigError(f"{where}: threads: expected a whole number >= 0, got {threads!r}")
+        values["benchmark"] = _benchmark(raw.get("benchmark"), where)
         values["ssh"] = _sub(SshConfig, raw.get("ssh"), where, "ssh")
         values["tls"] = _sub(TlsConfig, raw.get("tls"), where, "tls")
         return cls(source=source, **values)
@@ -149,6 +169,18 @@ def _string_list(raw: Any, where: str, key: str) -> list[str]:
     if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
         raise ConfigError(f"{where}: {key}: expected a list of strings, got {raw!r}")
     return raw
+
+
+def _benchmark(raw: Any, where: str) -> BenchmarkOptions:
+    if raw is None:
+        return BenchmarkOptions()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: benchmark: expected a mapping, got {type(raw).__name__}")
+    try:
+        return BenchmarkOptions.from_mapping(raw)
+    except ConfigError as exc:  # "benchmark options.X: ..." -> "<file>: benchmark.X: ..."
+        raise ConfigError(f"{where}: {str(exc).replace('benchmark options', 'benchmark')}") \
+            from None
 
 
 def _sub(kind: type, raw: Any, where: str, key: str) -> Any:

@@ -15,48 +15,21 @@ from typing import Any, Optional, Union
 
 import pandas as pd
 
-from toolkit.measurement import BenchmarkOptions, Measurement
+from toolkit.errors import ResultsStoreError
+from toolkit.measurement import COLUMNS, BenchmarkOptions, Measurement
 from toolkit.paths import edgeloop_home
 
-SCHEMA_VERSION = 1
-_FLAT = [
-    "timestamp",
-    "ok",
-    "error_kind",
-    "error_message",
-    "device_id",
-    "device_hostname",
-    "device_arch",
-    "model_sha256",
-    "model_name",
-    "runtime",
-    "runtime_version",
-    "threads",
-    "accelerator",
-    "n",
-    "mean_ms",
-    "std_ms",
-    "cv",
-    "min_ms",
-    "p50_ms",
-    "p90_ms",
-    "p95_ms",
-    "p99_ms",
-    "max_ms",
-    "load_ms",
-    "first_inference_ms",
-    "peak_rss_mb",
-    "model_size_bytes",
-    "tflm_arena_bytes",
-    "power_sensor",
-    "mean_w",
-    "idle_w",
-    "energy_mj",
-    "warnings",
-    "toolkit_version",
-    "agent_version",
-    "protocol_version",
-]
+SCHEMA_VERSION = 2
+"""`PRAGMA user_version` of the database this code writes. v1: the first 36 flat columns;
+v2: the columns of every field of `toolkit.measurement`'s types (device state, thermal, power
+details). An older database gains its missing columns when opened; a newer one is refused."""
+FIXED = {  # columns that are not measurement fields
+    "run_id": "TEXT",  # groups rows (a tuning run, a validation)
+    "options_json": "TEXT",  # the options as asked, `BenchmarkOptions.key()`: the cache key
+    "record_json": "TEXT",  # the whole Measurement, raw samples included (`to_json()`)
+    "extra_json": "TEXT",  # what the caller added (device profile, trial, ...)
+}
+_FLAT = [column.name for column in COLUMNS]
 
 
 class ResultsStore:
@@ -71,17 +44,48 @@ class ResultsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._wal = False
-        with self._connect() as db:
-            cols = ", ".join(f"{c}" for c in _FLAT)
+        self._open()
+
+    def _open(self) -> None:
+        """Creates the table, or brings an older one up to SCHEMA_VERSION (ALTER TABLE ADD
+        COLUMN for each column it lacks; existing rows read NULL there).
+
+        Raises:
+            ResultsStoreError: the database was written by a newer edgeloop.
+        """
+        db = self._connect()
+        db.isolation_level = None  # explicit transaction: one opener migrates at a time
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            found = db.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise ResultsStoreError(
+                    f"{self.path}: results store schema v{found} is newer than this edgeloop "
+                    f"knows (v{SCHEMA_VERSION}); upgrade edgeloop, or use another store "
+                    "(EDGELOOP_HOME)"
+                )
+            typed = {**FIXED, **{c.name: c.sql_type for c in COLUMNS}}
+            cols = ", ".join(f"{name} {sql}" for name, sql in typed.items())
             db.execute(
-                f"CREATE TABLE IF NOT EXISTS measurements (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                f"run_id TEXT, options_json TEXT, record_json TEXT, extra_json TEXT, {cols})"
+                "CREATE TABLE IF NOT EXISTS measurements "
+                f"(id INTEGER PRIMARY KEY AUTOINCREMENT, {cols})"
             )
+            have = {row[1] for row in db.execute("PRAGMA table_info(measurements)")}
+            for name, sql in typed.items():
+                if name not in have:
+                    db.execute(f"ALTER TABLE measurements ADD COLUMN {name} {sql}")
             db.execute(
                 "CREATE INDEX IF NOT EXISTS by_model ON measurements (model_sha256, device_id)"
             )
             db.execute("CREATE INDEX IF NOT EXISTS by_run ON measurements (run_id)")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
@@ -105,7 +109,7 @@ class ResultsStore:
         """Writes one measurement now (committed before returning); returns its row id."""
         row = measurement.to_row()
         values = [row[c] for c in _FLAT]
-        names = ["run_id", "options_json", "record_json", "extra_json", *_FLAT]
+        names = [*FIXED, *_FLAT]
         params = [
             run_id,
             (measurement.requested_options or measurement.options).key(),
@@ -147,6 +151,9 @@ class ResultsStore:
         sql += " ORDER BY id"
         with self._connect() as db:
             frame = pd.read_sql_query(sql, db, params=params)
+        for column in COLUMNS:  # 0/1 (NULL in rows older than the column) as booleans
+            if column.boolean:
+                frame[column.name] = frame[column.name].astype("boolean")
         frame["ok"] = frame["ok"].astype(bool)
         return frame
 

@@ -40,13 +40,16 @@ from device_agent.protocol.tensors import array_to_tensor, tensor_to_array
 from toolkit.devices.info import DeviceInfo
 from toolkit.devices.profile import TlsConfig
 from toolkit.errors import (
+    ERROR_KIND_METADATA,
     AgentError,
     AgentLostError,
     AgentTimeoutError,
     AgentUnreachableError,
+    ErrorKind,
     ModelFileError,
     ProtocolMismatchError,
     RuntimeUnavailableError,
+    UnsafeModelError,
 )
 from toolkit.measurement import BenchmarkOptions, Measurement
 from toolkit.transport.model_file import file_sha256, model_format
@@ -84,6 +87,8 @@ class DeviceClient:
             or through an SSH tunnel).
         connect_timeout_s: how long to wait for the agent when connecting.
         name: how the device is called in messages (profile name); defaults to the address.
+        token: bearer token to send (the long-lived local agent's, from its token file);
+            else the one in `tls.token_env`, if any.
     """
 
     def __init__(
@@ -92,12 +97,15 @@ class DeviceClient:
         tls: Optional[TlsConfig] = None,
         connect_timeout_s: float = 10.0,
         name: str = "",
+        token: str = "",
     ) -> None:
         self.address = address
         self.name = name or address
         self._tls = tls
         self._metadata: tuple = ()
-        if tls is not None and tls.token_env and os.environ.get(tls.token_env):
+        if token:
+            self._metadata = (("authorization", f"Bearer {token}"),)
+        elif tls is not None and tls.token_env and os.environ.get(tls.token_env):
             self._metadata = (("authorization", f"Bearer {os.environ[tls.token_env]}"),)
         self._open_channel()
         self._info: Optional[DeviceInfo] = None
@@ -193,16 +201,18 @@ class DeviceClient:
         raise AssertionError("unreachable")
 
     def _error(self, what: str, exc: grpc.RpcError) -> AgentError:
+        """Our error for a failed call. The agent names the kind of a failure it diagnosed in
+        trailing metadata (`ERROR_KIND_METADATA`); the class follows that kind (`KIND_ERRORS`)
+        and the error carries it as `.kind`. Never decided by the message text."""
         code, detail = exc.code(), exc.details() or ""
         prefix = f"device {self.name} ({self.address}): {what}"
+        kind = _error_kind(exc)
+        if kind is not None:
+            return KIND_ERRORS.get(kind, AgentError)(f"{prefix}: {detail or kind.value}", kind=kind)
         if code == grpc.StatusCode.UNAVAILABLE:
             return AgentUnreachableError(f"{prefix}: agent unreachable ({detail})")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return AgentTimeoutError(f"{prefix}: timed out ({detail})")
-        if code == grpc.StatusCode.FAILED_PRECONDITION and "runtime" in detail:
-            return RuntimeUnavailableError(f"{prefix}: {detail}")
-        if code == grpc.StatusCode.INVALID_ARGUMENT and "unknown runtime" in detail:
-            return RuntimeUnavailableError(f"{prefix}: {detail}")
         return AgentError(f"{prefix}: {detail or code.name}")
 
     # -- calls -----------------------------------------------------------------
@@ -374,6 +384,12 @@ class DeviceClient:
 
         Float inputs are quantized by the agent for int8 models and outputs come back as
         float32, unless `raw`.
+
+        Raises:
+            AgentError: the device could not run it; `.kind` is the ErrorKind the agent named
+                (UnsafeModelError for UNSAFE_MODEL, RuntimeUnavailableError for
+                UNKNOWN_RUNTIME / RUNTIME_UNAVAILABLE; LOAD_FAILED, RUN_FAILED, CRASHED,
+                BAD_REQUEST, UNKNOWN_MODEL as AgentError; TIMEOUT as AgentTimeoutError).
         """
         sha, _ = self._resolve(model)
         request = pb.InferRequest(sha256=sha, runtime=runtime, threads=threads, raw=raw)
@@ -389,6 +405,28 @@ class DeviceClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+KIND_ERRORS: dict[ErrorKind, type[AgentError]] = {
+    ErrorKind.UNKNOWN_RUNTIME: RuntimeUnavailableError,
+    ErrorKind.RUNTIME_UNAVAILABLE: RuntimeUnavailableError,
+    ErrorKind.UNSAFE_MODEL: UnsafeModelError,
+    ErrorKind.TIMEOUT: AgentTimeoutError,
+}
+"""Error classes for the kinds that have one of their own; any other kind is an AgentError,
+with `.kind` set either way."""
+
+
+def _error_kind(exc: grpc.RpcError) -> Optional[ErrorKind]:
+    """The ErrorKind the agent attached to a failed call, or None."""
+    try:
+        metadata = exc.trailing_metadata() or ()
+    except Exception:  # noqa: BLE001 - an RpcError that is not a Call (no metadata)
+        return None
+    for key, value in metadata:
+        if key == ERROR_KIND_METADATA:
+            return ErrorKind.from_name(value if isinstance(value, str) else value.decode())
+    return None
 
 
 class _LinkLost(Exception):

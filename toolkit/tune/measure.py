@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from toolkit.devices.precedence import resolve_options
 from toolkit.devices.profile import DeviceProfile
 from toolkit.errors import ConfigError
 from toolkit.measurement import BenchmarkOptions, Measurement
@@ -97,12 +98,9 @@ class Measurer:
         self._pool = ThreadPoolExecutor(max_workers=len(self.devices), thread_name_prefix="measure")
 
     def options(self, device: Device, threads: int) -> BenchmarkOptions:
-        """The options used on `device` for a candidate asking for `threads` (0: default)."""
-        return replace(
-            self.bench,
-            threads=threads or device.profile.threads,
-            power_sensor=self.bench.power_sensor or (device.profile.power_sensor or ""),
-        )
+        """The options used on `device` for a candidate asking for `threads` (0: default):
+        the run's options with the candidate's threads, over the device profile's."""
+        return resolve_options(replace(self.bench, threads=threads), device.profile)
 
     def measure(
         self,

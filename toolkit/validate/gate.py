@@ -12,11 +12,12 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from toolkit.devices.fleet import Fleet
+from toolkit.devices.precedence import resolve_options
 from toolkit.devices.profile import DeviceProfile
 from toolkit.errors import ConfigError, ModelFileError
 from toolkit.measurement import BenchmarkOptions, Measurement
@@ -39,7 +40,8 @@ class GateConfig:
             the same data minus `max_accuracy_drop_pct`.
         max_accuracy_drop_pct: Allowed drop below the reference model's accuracy (default 1.0).
         precision: Parity tolerance: "auto" (from the artifact's tensors), "fp32", "fp16", "int8".
-        options: Benchmark options; a profile's `threads` and `power_sensor` override them.
+        options: Benchmark options; each device's profile fills the fields they leave unset
+            (`toolkit.devices.precedence.resolve_options`).
         max_workers: Devices validated at once (default 0: all of them).
         store: Write each measurement to the results store as it arrives (default True).
     """
@@ -128,8 +130,7 @@ def validate_device(profile: DeviceProfile, prep: Prepared, config: GateConfig) 
 
 def _benchmark_and_budgets(run: _DeviceRun, client: Any, profile: DeviceProfile, prep: Prepared,
                            config: GateConfig) -> Optional[Measurement]:
-    options = replace(config.options, threads=profile.threads or config.options.threads,
-                      power_sensor=profile.power_sensor or config.options.power_sensor)
+    options = resolve_options(config.options, profile)
     m = run.step("benchmark", lambda: steps.benchmark(client, prep, options, config.store))
     for name, limit in profile.budgets.items():
         run.step(f"budget.{name}", lambda n=name, lim=limit: budget_outcome(n, lim, m, prep))
