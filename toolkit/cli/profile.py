@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from device_agent.measure.options import DEFAULTS
 from toolkit.cli.display import printable
 from toolkit.measurement import BenchmarkOptions, Measurement
 
@@ -74,14 +75,22 @@ def measurement_table(m: Measurement) -> list[tuple[str, str]]:
     "--threads",
     type=int,
     default=0,
-    help="Runtime threads (default: the runtime's or the profile's).",
+    help="Runtime threads (default: the profile's, else the runtime's).",
 )
-@click.option("--runs", type=int, default=0, help="Minimum timed runs [20].")
-@click.option("--warmup", type=int, default=0, help="Warm-up runs [5].")
+@click.option("--runs", type=int, default=0, help=f"Minimum timed runs [{DEFAULTS.min_runs}].")
+@click.option("--warmup", type=int, default=0, help=f"Warm-up runs [{DEFAULTS.warmup_runs}].")
 @click.option(
-    "--min-seconds", type=float, default=0.0, help="Minimum timed duration in seconds [1.0]."
+    "--min-seconds",
+    type=float,
+    default=0.0,
+    help=f"Minimum timed duration in seconds [{DEFAULTS.min_seconds:g}].",
 )
-@click.option("--timeout", type=float, default=0.0, help="Benchmark timeout in seconds [300].")
+@click.option(
+    "--timeout",
+    type=float,
+    default=0.0,
+    help=f"Benchmark timeout in seconds [{DEFAULTS.timeout_seconds:g}].",
+)
 @click.option("--power-sensor", default="", help="Sensor name, or 'none' [first available].")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
 def profile(
