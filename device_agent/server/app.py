@@ -27,6 +27,7 @@ from device_agent.server.auth import (  # noqa: F401  (re-exported: the CLI catc
     is_loopback,
     load_token,
 )
+from device_agent.server.idle import ActivityInterceptor, stop_when_idle
 from device_agent.server.service import MAX_PUSHES, PUSH_IDLE_S, DeviceAgentService
 
 MAX_MESSAGE_BYTES = 64 * 2**20
@@ -63,6 +64,7 @@ class ServeConfig:
     run_as: str = ""  # children (benchmark, Infer) run as this user; the agent must be root
     child_memory_mb: Optional[int] = None  # children's address space; 0 = none; None = default
     child_open_files: int = DEFAULT_OPEN_FILES  # children's open-file limit
+    idle_exit_s: float = 0.0  # > 0: exit after this long with no call and no benchmark
 
 
 async def build_server(config: ServeConfig) -> tuple[grpc.aio.Server, int, DeviceAgentService, str]:
@@ -102,8 +104,11 @@ async def build_server(config: ServeConfig) -> tuple[grpc.aio.Server, int, Devic
         max_pushes=config.max_pushes,
         push_idle_s=config.push_idle_s,
     )
+    # After the token check: a caller without the token does not keep an idle agent alive.
+    service.activity = ActivityInterceptor() if config.idle_exit_s > 0 else None
+    interceptors = [TokenInterceptor(token)] if token else []
     server = grpc.aio.server(
-        interceptors=[TokenInterceptor(token)] if token else [],
+        interceptors=interceptors + ([service.activity] if service.activity else []),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -166,11 +171,17 @@ async def _serve(config: ServeConfig, watch_parent: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     if watch_parent:
         watcher = loop.create_task(_stop_when_orphaned(os.getppid(), stop))
+    if service.activity is not None:
+        idle = loop.create_task(stop_when_idle(
+            config.idle_exit_s, service.activity,
+            lambda: service.bench_queue.waiting > 0, stop))
     print(f"{AUTH_PREFIX}{auth}", flush=True)
     print(f"{READY_PREFIX}{config.host}:{port}", flush=True)
     await stop.wait()
     if watch_parent:
         watcher.cancel()
+    if service.activity is not None:
+        idle.cancel()
     service.bench_queue.close()  # a running child is killed; queued jobs end
     await server.stop(grace=2)
     service.close()

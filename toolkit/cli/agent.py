@@ -1,4 +1,5 @@
-"""`edgeloop agent serve`: run the device agent (same as `python -m device_agent serve`).
+"""`edgeloop agent serve|stop`: run the device agent (same as `python -m device_agent serve`),
+or stop the long-lived local agent the CLI shares between commands.
 
 The agent's own argument parser owns its flags (listening, TLS and client authentication,
 quotas, child limits, run-as); this command hands every argument to it unchanged, so the two
@@ -14,7 +15,7 @@ import click
 
 @click.group()
 def agent() -> None:
-    """Run the device agent on this machine."""
+    """Run the device agent on this machine, or stop the CLI's local one."""
 
 
 @agent.command(
@@ -27,3 +28,16 @@ def serve(agent_args: tuple[str, ...]) -> None:
     from device_agent.__main__ import main as agent_main
 
     sys.exit(agent_main(["serve", *agent_args]))
+
+
+@agent.command()
+def stop() -> None:
+    """Stop the long-lived local agent that `edgeloop` commands share (if one is running).
+
+    It starts again on the next command that uses the local device, and stops by itself after
+    $EDGELOOP_AGENT_IDLE_S seconds (default 600) with nothing to do.
+    """
+    from toolkit.transport.long_lived import stop as stop_agent
+
+    pid = stop_agent()
+    click.echo(f"stopped the local agent (pid {pid})" if pid else "no local agent was running")

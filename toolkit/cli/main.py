@@ -25,6 +25,7 @@ INFEASIBLE_EXIT = 3  # tune: no candidate met the budgets
 
 COMMANDS = {
     "agent": "toolkit.cli.agent:agent",
+    "compare": "toolkit.cli.compare:compare",
     "devices": "toolkit.cli.devices:devices",
     "profile": "toolkit.cli.profile:profile",
     "results": "toolkit.cli.results:results",
@@ -80,8 +81,11 @@ def main(argv: list[str] | None = None) -> None:
         from toolkit.logs import quiet_environment
 
         quiet_environment()  # before the libraries that read it are imported
+    from toolkit.transport.local import prefer_long_lived
+
     try:
-        code = cli.main(args=argv, prog_name="edgeloop", standalone_mode=False)
+        with prefer_long_lived():  # "local" is the agent later calls reuse
+            code = cli.main(args=argv, prog_name="edgeloop", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except click.exceptions.Abort:

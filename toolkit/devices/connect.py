@@ -26,9 +26,9 @@ def open_device(spec: Union[str, DeviceProfile]) -> Iterator[DeviceClient]:
     """Yields a connected client; starts and stops what it needs (local agent, tunnel)."""
     profile = resolve_profile(spec)
     if profile.transport == "local":
-        from toolkit.transport.local import local_agent
+        from toolkit.transport.local import local_device
 
-        with local_agent(name=profile.name) as client:
+        with local_device(name=profile.name) as client:
             yield client
         return
     if profile.tunnel == "ssh":

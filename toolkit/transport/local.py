@@ -1,4 +1,10 @@
-"""The local device: a real agent process on 127.0.0.1, reached like any other device."""
+"""The local device: a real agent process on 127.0.0.1, reached like any other device.
+
+Two lifetimes: `local_agent()` starts a private agent that ends with the block (library use,
+tests); the `edgeloop` command line instead reuses one long-lived agent per EDGELOOP_HOME
+(`toolkit.transport.long_lived`), so a command answers without starting an agent each time.
+`local_device()` picks between them; `prefer_long_lived()` is how the CLI asks for the latter.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from toolkit.errors import AgentUnreachableError
 from toolkit.paths import edgeloop_home
-from toolkit.transport.grpc_client import DeviceClient
+
+if TYPE_CHECKING:  # imported when used: the CLI imports this module before any command runs
+    from toolkit.transport.grpc_client import DeviceClient
 
 READY_PREFIX = "edgeloop-agent listening on "  # printed by `python -m device_agent serve`
 START_TIMEOUT_S = 60.0
@@ -102,6 +110,8 @@ def local_agent(
         extra_args: more `serve` arguments (e.g. ("--device-id", "slow-box")).
         env: extra environment for the agent process.
     """
+    from toolkit.transport.grpc_client import DeviceClient
+
     cache_dir = Path(cache_dir) if cache_dir else edgeloop_home() / "local-agent"
     agent = AgentProcess(cache_dir, extra_args, env)
     try:
@@ -114,3 +124,33 @@ def local_agent(
     finally:
         client.close()
         agent.stop()
+
+
+LOCAL_AGENT_ENV = "EDGELOOP_LOCAL_AGENT"  # "private": the CLI, too, starts one agent per call
+_LONG_LIVED = False
+
+
+@contextmanager
+def prefer_long_lived() -> Iterator[None]:
+    """Within the block (the CLI's whole run), "local" means the long-lived agent, unless
+    `$EDGELOOP_LOCAL_AGENT` is "private". Other threads of the CLI (fleet fan-out) see it too."""
+    global _LONG_LIVED
+    previous, _LONG_LIVED = _LONG_LIVED, os.environ.get(LOCAL_AGENT_ENV, "") != "private"
+    try:
+        yield
+    finally:
+        _LONG_LIVED = previous
+
+
+@contextmanager
+def local_device(name: str = "local") -> Iterator[DeviceClient]:
+    """A client to the local device: the long-lived agent under `prefer_long_lived()`,
+    otherwise a private agent for the duration of the block."""
+    if _LONG_LIVED:
+        from toolkit.transport.long_lived import long_lived_agent
+
+        with long_lived_agent(name=name) as client:
+            yield client
+    else:
+        with local_agent(name=name) as client:
+            yield client
