@@ -11,13 +11,14 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Optional, Union
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from toolkit.errors import ResultsStoreError
 from toolkit.measurement import COLUMNS, BenchmarkOptions, Measurement
 from toolkit.paths import edgeloop_home
+
+if TYPE_CHECKING:  # imported when a query needs it: appending a row stays cheap (CLI start)
+    import pandas as pd
 
 SCHEMA_VERSION = 2
 """`PRAGMA user_version` of the database this code writes. v1: the first 36 flat columns;
@@ -150,6 +151,8 @@ class ResultsStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id"
         with self._connect() as db:
+            import pandas as pd
+
             frame = pd.read_sql_query(sql, db, params=params)
         for column in COLUMNS:  # 0/1 (NULL in rows older than the column) as booleans
             if column.boolean:
