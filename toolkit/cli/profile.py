@@ -92,9 +92,18 @@ def measurement_table(m: Measurement) -> list[tuple[str, str]]:
     help=f"Benchmark timeout in seconds [{DEFAULTS.timeout_seconds:g}].",
 )
 @click.option("--power-sensor", default="", help="Sensor name, or 'none' [first available].")
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Independent benchmarks, each a fresh child on the device; reports the median of "
+    "their p50s and their spread. Every run is stored as it arrives.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
 def profile(
-    model, device, runtime, threads, runs, warmup, min_seconds, timeout, power_sensor, as_json
+    model, device, runtime, threads, runs, warmup, min_seconds, timeout, power_sensor, repeat,
+    as_json,
 ) -> None:
     """Measure MODEL (.tflite, .onnx, .pt2) on a device and append it to the results store."""
     from toolkit.cli.progress import ProgressLine
@@ -110,6 +119,9 @@ def profile(
         timeout_seconds=timeout,
         power_sensor=power_sensor,
     )
+    if repeat > 1:
+        _repeated(model, device, options, repeat, as_json)
+        return
     progress = ProgressLine(f"{printable(Path(model).name)} on {printable(device)}",
                             enabled=not as_json)
     try:
@@ -125,3 +137,42 @@ def profile(
         raise AgentError(
             f"device {m.device_id}: benchmark failed ({m.error_kind}): {m.error_message}"
         )
+
+
+def _repeated(model: Path, device: str, options: BenchmarkOptions, repeat: int,
+              as_json: bool) -> None:
+    """`--repeat N`: N benchmarks in a row, each stored as it arrives (one run id), then the
+    median of their p50s and the spread (`toolkit.stats.Spread`)."""
+    import uuid
+
+    from toolkit.cli.progress import ProgressLine
+    from toolkit.errors import AgentError
+    from toolkit.profiling import profile_model
+    from toolkit.stats import Spread
+
+    run_id, done = uuid.uuid4().hex[:12], []
+    for i in range(repeat):
+        progress = ProgressLine(f"{printable(Path(model).name)} on {printable(device)} "
+                                f"(run {i + 1}/{repeat})", enabled=not as_json)
+        try:
+            m = profile_model(model, device=device, options=options, on_progress=progress,
+                              run_id=run_id)
+        finally:
+            progress.close()
+        if not m.ok:
+            raise AgentError(f"device {m.device_id}: run {i + 1} of {repeat}: benchmark failed "
+                             f"({m.error_kind}): {m.error_message} ({len(done)} earlier runs "
+                             f"stored, run id {run_id})")
+        done.append(m)
+        if not as_json:
+            lat = done[-1].latency
+            click.echo(f"run {i + 1:<6} p50 {lat.p50_ms:.4g} ms  p90 {lat.p90_ms:.4g} ms  "
+                       f"CV {lat.cv:.1%}  n {lat.n}")
+    spread = Spread.from_p50s([m.latency.p50_ms for m in done])
+    if as_json:
+        click.echo(json.dumps({"run_id": run_id, **spread.to_json(),
+                               "measurements": [m.to_json() for m in done]}, indent=2))
+        return
+    for key, value in measurement_table(done[-1])[:3]:
+        click.echo(f"{key:<10} {value}")
+    click.echo(f"{'repeat':<10} {spread.describe()}")

@@ -11,6 +11,15 @@ import click
 from toolkit.cli.fleet import device_option, fleet_option, select_fleet
 
 
+def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """"5%" or "5" -> 5.0 (percent)."""
+    text = str(value).strip().removesuffix("%").strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"expected a percentage such as 5%, got {value!r}") from None
+
+
 @click.command("validate")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @fleet_option
@@ -26,6 +35,14 @@ from toolkit.cli.fleet import device_option, fleet_option, select_fleet
 @click.option("--runs", type=int, default=0, help="Timed runs, at least (0: agent default 20).")
 @click.option("--min-seconds", type=float, default=0.0,
               help="Timed window, at least, in seconds (0: agent default 1.0).")
+@click.option("--baseline", type=click.Path(path_type=Path),
+              help="The deployed model: on every device, the artifact is compared with it in "
+                   "interleaved rounds (the `regression` check).")
+@click.option("--max-regression", default="5%", show_default=True, callback=_percent,
+              help="Fail when the artifact is slower than --baseline by more than this, with "
+                   "confidence (lower bound of the 95% interval of the p50 ratio above it).")
+@click.option("--baseline-rounds", type=int, default=6, show_default=True,
+              help="Interleaved rounds of baseline and artifact per device.")
 @click.option("--workers", type=int, default=0, help="Devices at once (0: all).")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON.")
@@ -34,7 +51,8 @@ from toolkit.cli.fleet import device_option, fleet_option, select_fleet
 def validate(artifact: Path, fleet: Optional[str], devices: tuple[str, ...],
              reference_model: Optional[str], reference_npz: Optional[Path],
              data: Optional[str], min_accuracy: Optional[float], precision: str, runs: int,
-             min_seconds: float, workers: int, junit_path: Optional[Path],
+             min_seconds: float, baseline: Optional[Path], max_regression: float,
+             baseline_rounds: int, workers: int, junit_path: Optional[Path],
              json_path: Optional[Path], html_path: Optional[Path], no_store: bool) -> None:
     """Validate ARTIFACT on every device of a fleet: budgets, parity, accuracy."""
     from toolkit.measurement import BenchmarkOptions
@@ -53,6 +71,7 @@ def validate(artifact: Path, fleet: Optional[str], devices: tuple[str, ...],
         reference_model=reference_model, reference_outputs=reference_npz, data=data,
         min_accuracy_pct=min_accuracy, precision=precision, max_workers=workers,
         options=BenchmarkOptions(min_runs=runs, min_seconds=min_seconds), store=not no_store,
+        baseline=baseline, max_regression_pct=max_regression, baseline_rounds=baseline_rounds,
     )
     click.echo(f"validating {artifact} on {len(chosen.devices)} devices of fleet {chosen.name}",
                err=True)

@@ -134,25 +134,26 @@ def _is_our_agent_process(pid: int, token_file: Path) -> bool:
     return b"device_agent" in args and os.fsencode(str(token_file)) in args
 
 
-def _connect(state: dict[str, Any], token_file: Path, name: str):  # -> Optional[DeviceClient]
-    """A client to the agent the state file names, if it is alive, answers with our token and
-    is the agent that was recorded (device id, agent version); else None."""
+def _connect(state: dict[str, Any], token_file: Path, name: str) -> tuple[Any, str]:
+    """(client, "") to the agent the state file names, if it is alive, answers with our token
+    and is the agent that was recorded (device id, agent version); else (None, why not)."""
     from device_agent import __version__ as agent_version
     from toolkit.transport.grpc_client import DeviceClient
 
     if not pid_alive(state["pid"]):
-        return None
+        return None, f"pid {state['pid']} is not running"
     try:
         token = token_file.read_text(encoding="utf-8").strip()
         client = DeviceClient(str(state.get("address", "")), connect_timeout_s=CONNECT_TIMEOUT_S,
                               name=name, token=token)
-    except (OSError, AgentError):
-        return None
-    info = client.info()
+        info = client.info()
+    except (OSError, AgentError) as exc:
+        return None, f"pid {state['pid']} did not answer with our token: {exc}"
     if info.device_id != state.get("device_id") or info.agent_version != agent_version:
         client.close()
-        return None
-    return client
+        return None, (f"pid {state['pid']} is agent {info.agent_version} of device "
+                      f"{info.device_id}, not {agent_version} of {state.get('device_id')}")
+    return client, ""
 
 
 def _terminate(pid: int, token_file: Path) -> bool:
@@ -179,8 +180,9 @@ def _write_token(token_file: Path) -> str:
     return token
 
 
-def _start(home: Path, token_file: Path, name: str):  # -> DeviceClient
-    """Starts a detached agent and records it; returns a client to it."""
+def _start(home: Path, token_file: Path, name: str, replacing: str = ""):  # -> DeviceClient
+    """Starts a detached agent and records it; returns a client to it. `replacing`: why the
+    agent in the state file was not reused (written to the log)."""
     from toolkit.transport.grpc_client import DeviceClient
 
     token = _write_token(token_file)
@@ -191,6 +193,8 @@ def _start(home: Path, token_file: Path, name: str):  # -> DeviceClient
            "--cache-dir", str(home / CACHE_DIR), "--token-file", str(token_file),
            "--idle-exit-s", f"{idle:g}"]
     with log_path.open("ab") as log:
+        if replacing:
+            log.write(f"edgeloop: replacing the recorded local agent: {replacing}\n".encode())
         offset = log.tell()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)
@@ -243,18 +247,18 @@ def connect(name: str = "local", home: Optional[Path] = None):  # -> DeviceClien
     _, _, token_file = _paths(home)
     state = read_state(home)
     if state is not None:
-        client = _connect(state, token_file, name)
+        client, _ = _connect(state, token_file, name)
         if client is not None:
             return client
     with _locked(home):
-        state = read_state(home)  # another call may have started one meanwhile
+        state, why = read_state(home), ""  # another call may have started one meanwhile
         if state is not None:
-            client = _connect(state, token_file, name)
+            client, why = _connect(state, token_file, name)
             if client is not None:
                 return client
             _terminate(state["pid"], token_file)  # stale: an older version, or not answering
             _remove_state(home)
-        return _start(home, token_file, name)
+        return _start(home, token_file, name, replacing=why)
 
 
 def stop(home: Optional[Path] = None) -> Optional[int]:

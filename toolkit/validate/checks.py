@@ -27,6 +27,7 @@ class Outcome:
     unit: str = ""
     value: Any = None
     keep_value: bool = False  # hand `value` on even when the step failed
+    detail: Optional[dict[str, Any]] = None  # JSON-ready figures kept in the report (A/B)
 
 
 def not_run(reason: str) -> str:

@@ -21,7 +21,8 @@ from toolkit.devices.precedence import resolve_options
 from toolkit.devices.profile import DeviceProfile
 from toolkit.errors import ConfigError, ModelFileError
 from toolkit.measurement import BenchmarkOptions, Measurement
-from toolkit.validate import steps
+from toolkit.stats.ab import MIN_ROUNDS
+from toolkit.validate import regression, steps
 from toolkit.validate.checks import Outcome, budget_outcome, not_run
 from toolkit.validate.parity import PRECISIONS
 from toolkit.validate.prepare import Prepared, prepare
@@ -44,6 +45,11 @@ class GateConfig:
             (`toolkit.devices.precedence.resolve_options`).
         max_workers: Devices validated at once (default 0: all of them).
         store: Write each measurement to the results store as it arrives (default True).
+        baseline: The deployed model; enables the `regression` check on every device.
+        max_regression_pct: The regression check fails a candidate slower than the baseline
+            by more than this, with confidence (95% interval of the p50 ratio above
+            1 + this/100). Default 5.
+        baseline_rounds: Interleaved rounds of baseline and candidate per device (default 6).
     """
 
     reference_model: Optional[str] = None
@@ -55,8 +61,17 @@ class GateConfig:
     options: BenchmarkOptions = field(default_factory=BenchmarkOptions)
     max_workers: int = 0
     store: bool = True
+    baseline: Optional[Path] = None
+    max_regression_pct: float = 5.0
+    baseline_rounds: int = 6
 
     def __post_init__(self) -> None:
+        if not (0 <= self.max_regression_pct < 1000):  # NaN fails too
+            raise ConfigError("validate: --max-regression: expected a percentage from 0 to "
+                              f"1000, got {self.max_regression_pct!r}")
+        if self.baseline_rounds < MIN_ROUNDS:
+            raise ConfigError(f"validate: --baseline-rounds: at least {MIN_ROUNDS}, "
+                              f"got {self.baseline_rounds}")
         if self.reference_model and self.reference_outputs:
             raise ConfigError("validate: give --reference-model or --reference, not both")
         if self.precision not in PRECISIONS:
@@ -82,7 +97,7 @@ class _DeviceRun:
             outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
         self.results[name] = CheckResult(
             self.device, name, outcome.passed, outcome.message, outcome.measured, outcome.limit,
-            outcome.unit, time.perf_counter() - started)
+            outcome.unit, time.perf_counter() - started, outcome.detail)
         return outcome.value if outcome.passed or outcome.keep_value else None
 
     def fail_rest(self, reason: str) -> None:
@@ -98,6 +113,7 @@ class _DeviceRun:
 def plan_checks(profile: DeviceProfile, prep: Prepared) -> list[str]:
     """The checks every device reports, in order."""
     plan = ["connect", "push", "benchmark"] + [f"budget.{k}" for k, _ in profile.budgets.items()]
+    plan += [regression.CHECK] if prep.baseline else []
     return plan + (["parity"] if prep.reference else []) + (["accuracy"] if prep.dataset else [])
 
 
@@ -134,6 +150,10 @@ def _benchmark_and_budgets(run: _DeviceRun, client: Any, profile: DeviceProfile,
     m = run.step("benchmark", lambda: steps.benchmark(client, prep, options, config.store))
     for name, limit in profile.budgets.items():
         run.step(f"budget.{name}", lambda n=name, lim=limit: budget_outcome(n, lim, m, prep))
+    if prep.baseline is not None:
+        run.step(regression.CHECK, lambda: regression.check_regression(
+            client, prep, options, config.baseline_rounds, config.max_regression_pct,
+            config.store))
     return m
 
 
@@ -170,6 +190,9 @@ def run_gate(artifact: Path, fleet: Fleet, config: Optional[GateConfig] = None,
         "data": config.data, "accuracy_floor_pct": prep.accuracy_floor_pct,
         "accuracy_basis": prep.accuracy_basis or None, "options": asdict(config.options),
         "run_id": prep.run_id,
+        "baseline": ({"path": str(prep.baseline.path), "sha256": prep.baseline.sha256,
+                      "max_regression_pct": config.max_regression_pct,
+                      "rounds": config.baseline_rounds} if prep.baseline else None),
     }
     return GateReport(str(prep.artifact), prep.sha256, prep.size_bytes, fleet.name,
                       prep.precision, reports, started_unix, time.perf_counter() - started,

@@ -14,6 +14,7 @@ from toolkit.validate.parity import (
     reference_from_model,
     reference_from_npz,
 )
+from toolkit.validate.regression import Baseline, prepare_baseline
 
 if TYPE_CHECKING:
     from toolkit.validate.gate import GateConfig
@@ -32,12 +33,14 @@ class Prepared:
     accuracy_floor_pct: Optional[float] = None
     accuracy_basis: str = ""
     run_id: str = ""
+    baseline: Optional[Baseline] = None  # the deployed model (`--baseline`)
 
 
 def prepare(artifact: Path, config: GateConfig) -> Prepared:
     """Checks the artifact and loads the reference and data (raises on bad input)."""
     artifact = Path(artifact)
     model_format(artifact)
+    baseline = prepare_baseline(config.baseline) if config.baseline else None
     precision = artifact_precision(artifact) if config.precision == "auto" else config.precision
     reference = None
     if config.reference_outputs:
@@ -58,7 +61,7 @@ def prepare(artifact: Path, config: GateConfig) -> Prepared:
         else:
             basis = "--min-accuracy"
     return Prepared(artifact, file_sha256(artifact), artifact.stat().st_size, precision,
-                    reference, dataset, floor, basis, uuid.uuid4().hex[:12])
+                    reference, dataset, floor, basis, uuid.uuid4().hex[:12], baseline)
 
 
 def _host_accuracy(spec: str, dataset: Any) -> float:

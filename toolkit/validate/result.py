@@ -22,6 +22,8 @@ class CheckResult:
         limit: The bound it was checked against, when there is one.
         unit: Unit of `measured` and `limit` ("ms", "MB", "mJ", "KiB", "%", "abs").
         duration_s: Wall time of the check.
+        detail: JSON-ready figures behind the check, when it has more than one (the
+            regression check's ratio, interval and per-round p50s).
     """
 
     device: str
@@ -32,6 +34,7 @@ class CheckResult:
     limit: Optional[float] = None
     unit: str = ""
     duration_s: float = 0.0
+    detail: Optional[dict[str, Any]] = None
 
     @property
     def margin(self) -> Optional[float]:
