@@ -270,7 +270,7 @@ def test_profile_tune_and_validate_send_the_same_options(tmp_path, monkeypatch):
     tuned = measurer.options(device, threads=2)  # the candidate's threads are explicit
 
     run = gate._DeviceRun("board", ["benchmark"])
-    prep = SimpleNamespace(sha256="ab" * 32, artifact=model, run_id="r")
+    prep = SimpleNamespace(sha256="ab" * 32, artifact=model, run_id="r", baseline=None)
     config = gate.GateConfig(options=EXPLICIT, store=False)
     gate._benchmark_and_budgets(run, client, PROFILE, prep, config)
 
