@@ -39,7 +39,7 @@ def edgeloop(*args: str, home: Path, check: bool = True, timeout: float = 300,
              env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs `edgeloop ARGS` (the console entry) with EDGELOOP_HOME=home."""
     full_env = {k: v for k, v in os.environ.items() if k != "EDGELOOP_LOCAL_AGENT"}
-    full_env.update(EDGELOOP_HOME=str(home), EDGELOOP_AGENT_IDLE_S=IDLE_S, **(env or {}))
+    full_env.update({"EDGELOOP_HOME": str(home), "EDGELOOP_AGENT_IDLE_S": IDLE_S, **(env or {})})
     done = subprocess.run([sys.executable, "-m", "toolkit.cli.main", *args],
                           capture_output=True, text=True, env=full_env, timeout=timeout)
     if check:
