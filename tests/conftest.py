@@ -10,10 +10,15 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_home(tmp_path_factory) -> Path:
-    """Every test session gets its own EDGELOOP_HOME (results store, caches, reference models)."""
+    """Every test session gets its own EDGELOOP_HOME (results store, caches, reference models).
+
+    The `edgeloop` commands tests run keep a long-lived local agent per home; here it exits
+    after 60 s without work instead of the interactive default (10 min).
+    """
     home = tmp_path_factory.mktemp("edgeloop-home")
     previous = os.environ.get("EDGELOOP_HOME")
     os.environ["EDGELOOP_HOME"] = str(home)
+    os.environ.setdefault("EDGELOOP_AGENT_IDLE_S", "60")
     yield home
     if previous is None:
         os.environ.pop("EDGELOOP_HOME", None)
