@@ -64,6 +64,18 @@ def digits_cnn():
 
 
 @pytest.fixture(scope="module")
+def digits_mobilenet():
+    """The bundled MobileNetV3-style digits model (1x32x32 input), trained once per session
+    into the session's EDGELOOP_HOME; each test module gets its own copy to change."""
+    import torch
+
+    from toolkit.models.reference import reference_model
+
+    torch.set_num_threads(1)
+    return reference_model("digits-mobilenet")
+
+
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """Sets torch to one thread for a module and restores the previous count after."""
     import torch

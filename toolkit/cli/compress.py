@@ -50,8 +50,10 @@ def parse_shape(text: str) -> Optional[tuple[int, ...]]:
 @click.argument("model", required=False)
 @click.option("--recipe", type=click.Path(path_type=Path),
               help="Recipe YAML (see --help-recipe); omitted or empty: export only.")
-@click.option("--data", default="digits", show_default=True,
-              help="digits, a .npz with x and y, or module:function returning a DataLoader.")
+@click.option("--data", default=None,
+              help="digits, digits-32, a .npz with x and y, or module:function returning a "
+                   "DataLoader. [default: the reference model's own (digits-32 for "
+                   "digits-mobilenet), else digits]")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--export", "formats", default="tflite", show_default=True,
               help="Comma-separated formats: tflite, onnx.")
@@ -66,7 +68,8 @@ def compress(model, recipe, data, out, formats, input_shape, seed, as_json, help
              verbose, list_groups=False) -> None:
     """Compress MODEL with a recipe, export TFLite/ONNX, and write a model card.
 
-    MODEL is digits-cnn, digits-mlp, path/to/file.py:function, module:function, or a .pt2.
+    MODEL is digits-cnn, digits-mlp, digits-mobilenet, path/to/file.py:function,
+    module:function, or a .pt2.
     Third-party output goes to OUT/edgeloop.log (-v shows it). Exit code 2 when the model
     does not fit the data (input shape, labels), before any work.
     """

@@ -26,7 +26,7 @@ from toolkit.compress.recipe import RecipeSpec, load_recipe
 from toolkit.data import Dataset, load_dataset
 from toolkit.errors import ConfigError
 from toolkit.export.plan import QuantizationPlan
-from toolkit.models import LoadedModel, load_model
+from toolkit.models import LoadedModel, default_dataset, load_model
 from toolkit.models.checks import check_setup
 from toolkit.models.train import accuracy
 
@@ -54,7 +54,7 @@ class CompressionResult:
 def compress(
     model: Union[str, Path, nn.Module, LoadedModel],
     recipe: RecipeSpec,
-    data: Union[str, Path, Dataset],
+    data: Union[str, Path, Dataset, None],
     out_dir: Union[str, Path],
     export: Sequence[str] = ("tflite",),
     input_shape: Optional[Sequence[int]] = None,
@@ -70,7 +70,9 @@ def compress(
     Args:
         model: a model spec for `load_model`, an `nn.Module`, or a `LoadedModel`.
         recipe: a recipe spec for `load_recipe` (an empty one exports the fp32 baseline).
-        data: a dataset spec for `load_dataset`, or a `Dataset`.
+        data: a dataset spec for `load_dataset`, or a `Dataset`; None: the model's own
+            (`toolkit.models.default_dataset`: `digits-32` for `digits-mobilenet`, else
+            `digits`).
         out_dir: output folder (created); gets model.pt2, model.<format>, card.json.
         export: formats among `tflite` and `onnx`. Default ("tflite",).
         input_shape: overrides the model's input shape (with the batch dimension).
@@ -87,7 +89,7 @@ def compress(
     loaded = model if isinstance(model, LoadedModel) else load_model(model, input_shape)
     if input_shape and isinstance(model, LoadedModel):
         loaded = LoadedModel(loaded.module, tuple(input_shape), loaded.name)
-    dataset = load_dataset(data)
+    dataset = load_dataset(default_dataset(loaded.module) if data is None else data)
     check_setup(loaded, dataset)  # input shape, outputs vs labels: one line, before any work
     for step in spec.steps:
         step.check_model(loaded.module)

@@ -11,7 +11,7 @@ from torch import nn
 
 from toolkit.errors import ModelFileError
 from toolkit.models.checks import check_setup
-from toolkit.models.reference import REFERENCE_MODELS, reference_model
+from toolkit.models.reference import REFERENCE_MODELS, default_dataset, reference_model
 from toolkit.models.user import load_callable_model, load_exported
 
 
@@ -36,8 +36,9 @@ def load_model(
     """Loads a model by reference name, `file.py:function`, `module:function` or `.pt2` path.
 
     Args:
-        spec: `digits-cnn` / `digits-mlp` (trained on first use), a function spec returning an
-            `nn.Module`, a torch.export `.pt2` file, or an `nn.Module` itself.
+        spec: `digits-cnn` / `digits-mlp` / `digits-mobilenet` (trained on first use), a
+            function spec returning an `nn.Module`, a torch.export `.pt2` file, or an
+            `nn.Module` itself.
         input_shape: input shape including the batch dimension; overrides the module's
             `input_shape` attribute or the `.pt2` example input.
 
@@ -75,4 +76,5 @@ def load_model(
     return LoadedModel(module=module, input_shape=tuple(int(d) for d in shape), name=name)
 
 
-__all__ = ["LoadedModel", "check_setup", "load_model", "REFERENCE_MODELS", "reference_model"]
+__all__ = ["LoadedModel", "check_setup", "default_dataset", "load_model", "REFERENCE_MODELS",
+           "reference_model"]

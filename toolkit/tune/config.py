@@ -37,7 +37,8 @@ class TuneConfig:
 
     Attributes:
         model: model spec (`digits-cnn`, `file.py:function`, `.pt2`).
-        data: dataset spec (`digits`, `.npz`, `module:function`).
+        data: dataset spec (`digits`, `digits-32`, `.npz`, `module:function`); None (the
+            default) becomes the model's own (`toolkit.models.default_dataset`).
         devices: device specs (`local`, `host:port`, profile names); the budget holds on each.
         strategy: `netadapt`, `pareto` or `grid`.
         budgets: the budgets as asked.
@@ -57,7 +58,7 @@ class TuneConfig:
     """
 
     model: str = "digits-cnn"
-    data: str = "digits"
+    data: Optional[str] = None
     devices: tuple[str, ...] = ("local",)
     strategy: str = "netadapt"
     budgets: BudgetRequest = field(default_factory=BudgetRequest)
@@ -74,6 +75,10 @@ class TuneConfig:
     out_dir: Path = field(default_factory=lambda: edgeloop_home() / "runs")
 
     def __post_init__(self) -> None:
+        if self.data is None:
+            from toolkit.models.reference import default_dataset
+
+            object.__setattr__(self, "data", default_dataset(self.model))
         if self.strategy not in STRATEGY_NAMES:
             raise ConfigError(
                 f"--strategy: expected one of {STRATEGY_NAMES}, got {self.strategy!r}"
