@@ -27,6 +27,7 @@ def make_strategy(
     seed: int = 0,
     layers: Optional[dict[str, int]] = None,
     sampler: str = "tpe",
+    costs: Optional[dict[str, float]] = None,
 ) -> Strategy:
     """Builds a strategy by name.
 
@@ -39,6 +40,7 @@ def make_strategy(
         seed: sampler seed.
         layers: prunable layers of the base model {name: channels} (netadapt).
         sampler: `tpe` or `nsga2` (pareto).
+        costs: host-side MACs of one unit of each group (netadapt).
     """
     if name not in STRATEGIES:
         raise ConfigError(f"--strategy: expected one of {sorted(STRATEGIES)}, got {name!r}")
@@ -46,6 +48,7 @@ def make_strategy(
     extra: dict[str, Any] = {}
     if name == "netadapt":
         extra["layers"] = layers
+        extra["costs"] = costs
     if name == "pareto":
         extra["sampler"] = sampler
     return STRATEGIES[name](space, goal, trials, seed=seed, **extra)

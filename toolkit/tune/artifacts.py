@@ -35,22 +35,19 @@ def recipe_key(recipe: list[dict[str, Any]]) -> str:
 
 
 def prunable_layers(module: Any, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Conv/Linear layers whose output channels structured pruning may remove, with their
-    widths: every weighted layer except the one producing the model's output."""
-    import torch
+    """Prunable dependency groups with their widths, {group name: channels (heads for an
+    attention block)}: what structured pruning and NetAdapt cut (`toolkit.compress.groups`)."""
+    from toolkit.compress.groups import group_widths
 
-    from toolkit.compress.steps.prune import output_layers, weighted_layers
+    return group_widths(module, input_shape)
 
-    layers = weighted_layers(module)
-    was_training = module.training
-    module.eval()
-    outputs = {id(m) for m in output_layers(module, torch.randn(*input_shape))}
-    module.train(was_training)
-    return {
-        name: int(getattr(m, "out_channels", getattr(m, "out_features", 0)))
-        for name, m in layers.items()
-        if id(m) not in outputs
-    }
+
+def group_costs(module: Any, input_shape: tuple[int, ...]) -> dict[str, float]:
+    """Host-side MACs of one unit of each prunable group (NetAdapt's estimate for groups it
+    has not measured)."""
+    from toolkit.compress.groups import group_macs
+
+    return group_macs(module, input_shape)
 
 
 def host_accuracy(artifact: Path, data: Any) -> float:
@@ -63,9 +60,11 @@ def host_accuracy(artifact: Path, data: Any) -> float:
 
 def widths_or_empty(module: Any, input_shape: tuple[int, ...]) -> dict[str, int]:
     """Prunable layer widths; empty for a model that is no longer a plain float module."""
+    from toolkit.errors import RecipeError
+
     try:
         return prunable_layers(module, input_shape)
-    except (RuntimeError, TypeError, AttributeError, NotImplementedError):
+    except (RecipeError, RuntimeError, TypeError, AttributeError, NotImplementedError):
         return {}
 
 

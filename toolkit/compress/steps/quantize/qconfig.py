@@ -3,10 +3,11 @@
 litert-torch's `PT2EQuantizer` lowers to int8 TFLite kernels. Three things are added here:
 whole-graph annotation for the static schemes (`annotate.py`: every op with an int8 kernel,
 clamps fused, fixed ranges where TFLite needs them), activation observers for the `percentile`
-and `mean-std` statistics (litert-torch's default is a histogram observer), and a layer filter that works with torch 2.13's module-stack
-names (litert-torch's own `set_module_name` filter does not match them). litert-torch 0.10's
-QAT conv+batch-norm annotators fail under torch 2.13 (they export a bare function), so QAT
-folds batch norms into their convs first; PTQ's batch norms are folded by `prepare_pt2e`.
+and `mean-std` statistics (litert-torch's default is a histogram observer), and a layer
+filter that works with torch 2.13's module-stack names (litert-torch's own `set_module_name`
+filter does not match them). litert-torch 0.10's QAT conv+batch-norm annotators fail under
+torch 2.13 (they export a bare function), so QAT folds batch norms into their convs first;
+PTQ's batch norms are folded by `prepare_pt2e`.
 """
 
 from __future__ import annotations
