@@ -91,3 +91,33 @@ def test_errors_are_one_line_with_exit_code_1(model_files, home, args, expected)
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and expected in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_cpu_affinity_and_cooldown_flags_reach_the_agent_and_come_back_in_the_result(
+        model_files, tmp_path):
+    """`--cpu-affinity 0 --cooldown-s 0.3`: the benchmark child ran pinned to CPU 0 and the
+    agent waited before starting; both are in the stored record."""
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from toolkit.cli.main import cli
+
+    result = CliRunner().invoke(cli, [
+        "profile", str(model_files.tflite), "--cpu-affinity", "0", "--cooldown-s", "0.3",
+        "--runs", "5", "--min-seconds", "0.05", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    record = _json.loads(result.output[result.output.index("{"):])
+    assert record["affinity"] == [0], record
+    assert record["options"]["cpu_affinity"] == [0]
+
+
+def test_a_bad_cpu_list_is_a_one_line_usage_error(model_files):
+    from click.testing import CliRunner
+
+    from toolkit.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["profile", str(model_files.tflite), "--cpu-affinity", "x"])
+    assert result.exit_code == 2
+    assert "--cpu-affinity" in result.output and "Traceback" not in result.output

@@ -56,9 +56,57 @@ def measurement_table(m: Measurement) -> list[tuple[str, str]]:
         )
     else:
         rows.append(("power", "no power sensor readable on this device"))
+    state = _device_state(m)
+    if state:
+        rows.append(("state", state))
     for warning in m.warnings:
         rows.append(("warning", warning))
     return rows
+
+
+def _device_state(m: Measurement) -> str:
+    """Governor, frequency, CPUs and temperature across the timed window, where read."""
+    parts = []
+    governor, freq = getattr(m, "governor", None), getattr(m, "cpu_freq_mhz", None)
+    if governor or freq:
+        parts.append(" ".join(x for x in (governor or "", f"{freq:.0f} MHz" if freq else "") if x))
+    affinity = getattr(m, "affinity", None)
+    if affinity:
+        parts.append(f"CPUs {format_cpu_list(affinity)}")
+    before = getattr(m, "temperature_c_before", None)
+    after = getattr(m, "temperature_c_after", None)
+    if before is not None and after is not None:
+        parts.append(f"{before:.1f} → {after:.1f} °C")
+    waited = getattr(m, "cooldown_waited_s", None)
+    if waited:
+        parts.append(f"waited {waited:.1f} s before starting")
+    return ", ".join(parts)
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """'0,2-3' -> (0, 2, 3); '' -> (). Raises click.BadParameter naming the option."""
+    cpus: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, _, high = part.partition("-")
+            cpus.extend(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected CPU numbers like '2,3' or '0-3', got {text!r}", param_hint="--cpu-affinity"
+        ) from None
+    return tuple(sorted(set(cpus)))
+
+
+def format_cpu_list(cpus) -> str:
+    """(0, 1, 2, 5) -> '0-2,5'."""
+    cpus, out, i = sorted(cpus), [], 0
+    while i < len(cpus):
+        j = i
+        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
+            j += 1
+        out.append(str(cpus[i]) if i == j else f"{cpus[i]}-{cpus[j]}")
+        i = j + 1
+    return ",".join(out)
 
 
 @click.command()
@@ -91,7 +139,20 @@ def measurement_table(m: Measurement) -> list[tuple[str, str]]:
     default=0.0,
     help=f"Benchmark timeout in seconds [{DEFAULTS.timeout_seconds:g}].",
 )
-@click.option("--power-sensor", default="", help="Sensor name, or 'none' [first available].")
+@click.option(
+    "--power-sensor", default="",
+    help="Sensor name, or 'none' [the one that follows the accelerator: nvml for CUDA runs, "
+    "a CPU/board sensor for CPU runs].",
+)
+@click.option("--cooldown-s", type=float, default=0.0,
+              help="Idle this long on the device before the benchmark starts [0].")
+@click.option("--max-start-temp-c", type=float, default=0.0,
+              help="Wait until the device is at or below this temperature (°C) before starting "
+              "[no wait].")
+@click.option("--start-temp-timeout-s", type=float, default=0.0,
+              help="Give up waiting for --max-start-temp-c after this long (a warning says so).")
+@click.option("--cpu-affinity", default="",
+              help="Pin the benchmark process to these CPUs, e.g. '2,3' or '0-3'.")
 @click.option(
     "--repeat",
     type=click.IntRange(min=1),
@@ -102,8 +163,8 @@ def measurement_table(m: Measurement) -> list[tuple[str, str]]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
 def profile(
-    model, device, runtime, threads, runs, warmup, min_seconds, timeout, power_sensor, repeat,
-    as_json,
+    model, device, runtime, threads, runs, warmup, min_seconds, timeout, power_sensor,
+    cooldown_s, max_start_temp_c, start_temp_timeout_s, cpu_affinity, repeat, as_json,
 ) -> None:
     """Measure MODEL (.tflite, .onnx, .pt2) on a device and append it to the results store."""
     from toolkit.cli.progress import ProgressLine
@@ -118,6 +179,10 @@ def profile(
         min_seconds=min_seconds,
         timeout_seconds=timeout,
         power_sensor=power_sensor,
+        cooldown_s=cooldown_s,
+        max_start_temp_c=max_start_temp_c,
+        start_temp_timeout_s=start_temp_timeout_s,
+        cpu_affinity=parse_cpu_list(cpu_affinity),
     )
     if repeat > 1:
         _repeated(model, device, options, repeat, as_json)
