@@ -89,11 +89,10 @@ def agent_runs(work: Path) -> dict:
     import torch
 
     from toolkit.measurement import BenchmarkOptions
-    from toolkit.models.zoo import ZOO
+    from toolkit.models.zoo import ZOO, build
     from toolkit.transport.local import local_agent
 
-    entry = ZOO["resnet18"]
-    model = entry.build(num_classes=1000).eval()
+    model = build("resnet18", **ZOO["resnet18"].published_config).eval()  # 1000 classes
     shape = (8, 3, 224, 224)
     path = work / "resnet18.pt2"
     torch.export.save(torch.export.export(model, (torch.zeros(shape),)), str(path))
@@ -104,12 +103,13 @@ def agent_runs(work: Path) -> dict:
             "runtimes": {r.name: [r.version, list(r.accelerators)] for r in info.runtimes},
             "sensors": {s.name: s.available for s in info.sensors},
         }
-        for accel, sensor, seconds in (("cuda", "nvml", 5.0), ("cpu", "none", 3.0)):
+        # "" lets the agent pick the sensor that follows the accelerator (nvml for CUDA only).
+        for accel, sensor, seconds in (("cuda", "nvml", 5.0), ("cuda", "", 3.0), ("cpu", "", 3.0)):
             options = BenchmarkOptions(
                 accelerator=accel, power_sensor=sensor, min_seconds=seconds, idle_seconds=2.0
             )
             m = device.benchmark(path, options)
-            runs[accel] = {
+            runs[f"{accel}:{sensor or 'auto'}"] = {
                 "ok": m.ok,
                 "error": m.error_message,
                 "batch": shape[0],
@@ -117,7 +117,9 @@ def agent_runs(work: Path) -> dict:
                 "p90_ms": m.latency.p90_ms if m.ok else None,
                 "cv": m.latency.cv if m.ok else None,
                 "n": m.latency.n if m.ok else None,
+                "timed_window_s": m.timed_window_s,
                 "power": m.power.__dict__ if m.power else None,
+                "thermal": m.thermal.__dict__ if getattr(m, "thermal", None) else None,
                 "warnings": list(m.warnings),
             }
     return runs
