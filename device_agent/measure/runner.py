@@ -19,7 +19,9 @@ from typing import Callable, Optional
 from google.protobuf import json_format
 
 from device_agent.measure import limits as child_limits
+from device_agent.measure.device_state import device_state
 from device_agent.measure.options import validate, with_defaults
+from device_agent.measure.settle import settle
 from device_agent.protocol import edgeloop_pb2 as pb
 
 K = pb.ErrorKind
@@ -40,6 +42,11 @@ def benchmark_in_child(
 ) -> pb.BenchmarkResult:
     """Runs one benchmark in a fresh child process and returns its result (never raises).
 
+    First the device settles as the options ask (`settle.py`: cooldown, start temperature),
+    then a child (the spare, else a new one) gets the job; it pins itself to the CPUs asked.
+    The next spare is started only once this child has exited. Every result carries
+    `device_state` and the time spent settling (`thermal.cooldown_waited_s`).
+
     Args:
         model_path: the model file on this device.
         model_format: "tflite", "onnx" or "pt2".
@@ -48,12 +55,28 @@ def benchmark_in_child(
         cancelled: polled; when it returns True the child is killed (the caller went away).
     """
     options = with_defaults(options)
-    problem = validate(options)
+    problem = validate(options) or _affinity_problem(options)
     if problem:
-        return _failure(K.ERROR_KIND_BAD_REQUEST, problem)
+        return _stamp(_failure(K.ERROR_KIND_BAD_REQUEST, problem), options)
+    settled = settle(options, on_progress, cancelled)
+    if settled.cancelled:
+        result = _failure(K.ERROR_KIND_BAD_REQUEST, "benchmark cancelled by the caller")
+    else:
+        result = _run_child(model_path, model_format, options, on_progress, cancelled)
+    result.thermal.cooldown_waited_s = settled.waited_s
+    result.warnings[:0] = settled.warnings
+    return _stamp(result, options)
+
+
+def _run_child(
+    model_path: str,
+    model_format: str,
+    options: pb.BenchmarkOptions,
+    on_progress: Optional[OnProgress],
+    cancelled: Optional[Callable[[], bool]],
+) -> pb.BenchmarkResult:
     began = time.monotonic()
-    child = _SPARE.take()
-    child_limits.limit_cpu(child.pid, child_limits.benchmark_cpu_seconds(options.timeout_seconds))
+    child = _SPARE.take()  # it pins itself to options.cpu_affinity when its job arrives
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     drain = threading.Thread(target=lambda: stderr_tail.extend(child.stderr), daemon=True)
     drain.start()
@@ -95,8 +118,9 @@ def benchmark_in_child(
         elif event.HasField("result"):
             result = event.result
     code = child.wait()
-    drain.join(timeout=5)
     wall = time.monotonic() - began
+    _SPARE.refill()  # the benchmark's process is gone: now the next one may start
+    drain.join(timeout=5)
 
     if killed_for == "timeout":
         result = _failure(
@@ -110,8 +134,33 @@ def benchmark_in_child(
         tail = " | ".join(line.strip() for line in stderr_tail if line.strip())[-800:]
         result = _failure(K.ERROR_KIND_CRASHED, f"benchmark process died ({how}): {tail}")
     result.wall_s = wall
+    return result
+
+
+def _affinity_problem(options: pb.BenchmarkOptions) -> str:
+    """Why `cpu_affinity` cannot be honoured here: CPUs the agent itself may not use."""
+    if not options.cpu_affinity:
+        return ""
+    if not hasattr(os, "sched_setaffinity"):
+        return "options.cpu_affinity: this OS cannot pin a process to CPUs"
+    allowed = os.sched_getaffinity(0)
+    outside = sorted(set(options.cpu_affinity) - allowed)
+    if outside:
+        return (
+            f"options.cpu_affinity: CPUs {outside} are not available to the agent "
+            f"(it may use {sorted(allowed)})"
+        )
+    return ""
+
+
+def _stamp(result: pb.BenchmarkResult, options: pb.BenchmarkOptions) -> pb.BenchmarkResult:
+    """Fills what every result carries: the options as applied and the device state (a
+    child that died before it reported one gets the agent's view: the CPUs it was given)."""
     if not result.HasField("options"):
         result.options.CopyFrom(options)
+    if not result.HasField("device_state"):
+        cpus = sorted(set(options.cpu_affinity)) or None
+        result.device_state.CopyFrom(device_state(cpus))
     return result
 
 
@@ -125,39 +174,50 @@ def _spawn_worker() -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, so a kill takes its children too
-        **limits.popen_kwargs(),
+        **limits.popen_kwargs(),  # the child sets its own limits from these first thing
     )
-    limits.apply(child.pid)
     return child
 
 
 class _SpareWorker:
     """Keeps one benchmark process started ahead of time (imports done, no job yet).
 
-    `take()` hands it out and starts the next one, so a benchmark never pays interpreter
-    start-up, yet each benchmark still runs in a process nobody used before.
+    `take()` hands out the spare (or starts a process when there is none) and starts nothing
+    else; `refill()` starts the next spare once the benchmark that took the last one has
+    exited, so no process is started on the device while a benchmark runs, yet a benchmark
+    rarely pays interpreter start-up and each one still runs in a process nobody used before.
+    Only an agent that called `prime()` keeps a spare: the one-shot `bench` command never
+    starts one it would not use.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._spare: Optional[subprocess.Popen] = None
+        self._enabled = False
 
     def take(self) -> subprocess.Popen:
         with self._lock:
             child = self._spare if self._spare is not None and self._spare.poll() is None else None
-            if child is None:
-                child = _spawn_worker()
-            self._spare = _spawn_worker()
-            return child
+            self._spare = None
+            return child if child is not None else _spawn_worker()
+
+    def refill(self) -> None:
+        """Starts the next spare (agents that primed one only); call after a benchmark's child
+        has exited."""
+        with self._lock:
+            if self._enabled and (self._spare is None or self._spare.poll() is not None):
+                self._spare = _spawn_worker()
 
     def prime(self) -> None:
-        """Starts the spare now (agent start-up), so even the first benchmark finds one ready."""
+        """Keeps a spare from now on and starts it now (agent start-up), so even the first
+        benchmark finds one ready."""
         with self._lock:
-            if self._spare is None or self._spare.poll() is not None:
-                self._spare = _spawn_worker()
+            self._enabled = True
+        self.refill()
 
     def close(self) -> None:
         with self._lock:
+            self._enabled = False
             if self._spare is not None and self._spare.poll() is None:
                 self._spare.stdin.close()
                 try:
