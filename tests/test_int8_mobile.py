@@ -182,6 +182,45 @@ def test_a_layer_kept_float_is_warned_about_naming_the_ops(tmp_path):
     assert "DEPTHWISE_CONV_2D" in record.note
 
 
+class DropoutNet(nn.Module):
+    """Conv → ReLU → Dropout → pool → Dropout → Linear: dropout where the zoo has it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, 2, 1)
+        self.relu = nn.ReLU()
+        self.drop = nn.Dropout(0.2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(nn.Dropout(0.4), nn.Linear(8, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.drop(self.relu(self.conv(x)))), 1))
+
+
+@pytest.mark.slow
+def test_int8_static_of_a_model_with_dropout_exports_with_dropout_removed(tmp_path, caplog):
+    torch.manual_seed(0)
+    model = DropoutNet().eval()
+    lines: list[str] = []
+    result = compress(model, [{"quantize": {"scheme": "int8-static", "calibration": 64}}],
+                      synthetic(model, 64), tmp_path, input_shape=SHAPE, export=("tflite",),
+                      log=lines.append)
+    path = result.artifacts["tflite"]  # was: "Lowering not found: aten.rand_like.default"
+    assert float_islands(path).count == 0
+    assert "training mode" not in caplog.text
+    graph = result.torch_model  # the converted graph, for torch use
+    assert not getattr(graph, "training", False)
+    names = {str(n.target) for m in graph.modules() if isinstance(m, torch.fx.GraphModule)
+             for n in m.graph.nodes}
+    assert not [n for n in names if "dropout" in n or "rand" in n]
+    x = images(8)
+    with torch.no_grad():  # deterministic: no dropout left, even after train()/eval() calls
+        graph.train(True)
+        first = graph(x)
+        graph.eval()
+        assert torch.equal(first, graph(x))
+
+
 def test_host_and_agent_quantize_exact_half_steps_alike_as_tflite_does():
     values = np.array([0.25, 0.75, -0.25, -0.75, 1.25, 63.9, -64.1], np.float32)
     scale, zero_point = 0.5, 3  # odd zero point: round(x/s + zp) would differ

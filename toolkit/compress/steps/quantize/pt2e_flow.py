@@ -68,8 +68,13 @@ def run_batches(graph: Callable, inputs: torch.Tensor, dynamic: bool, size: int 
 
 def quantize_ptq(model: nn.Module, quantizer: Any, input_shape: tuple[int, ...],
                  calibration: torch.Tensor) -> tuple[Any, Any]:
-    """Post-training quantization; returns (converted graph for export, model for torch use)."""
+    """Post-training quantization; returns (converted graph for export, model for torch use).
+
+    Dropout is removed before annotation: post-training quantization computes the inference
+    graph, where dropout is the identity (and an unannotated dropout would split the int8 graph).
+    """
     graph, dynamic = export_graph(model, input_shape)
+    strip_dropout(graph)
     prepared = prepare_pt2e(graph, quantizer)
     run_batches(prepared, calibration, dynamic)
     converted = _eval_mode(convert_pt2e(prepared, fold_quantize=False))
@@ -110,10 +115,45 @@ def quantize_qat(
 
 
 def _eval_mode(graph: Any) -> Any:
-    """Lets an exported graph switch modes (train()/eval()) and puts it in eval mode."""
+    """Puts a converted graph in eval mode for good: dropout removed, `training` False.
+
+    torchao's `eval()` of an exported graph rewrites dropout/batch-norm patterns but leaves
+    `graph.training` True, so a later "restore the mode" (`accuracy()` does one) called
+    `train(True)`, which rewrote every dropout into its training pattern (`rand_like`, which
+    TFLite cannot lower: int8 export failed on every model with Dropout). A converted graph is
+    for inference only; its dropout is removed and its `training` flags are cleared.
+    """
     allow_exported_model_train_eval(graph)
-    graph.eval()
+    graph.eval()  # torchao: batch norm patterns to eval
+    strip_dropout(graph)
+    nn.Module.train(graph, False)  # the flags torchao's eval() leaves set
     return graph
+
+
+_DROPOUT = {
+    torch.ops.aten.dropout.default, torch.ops.aten.dropout_.default,
+    torch.ops.aten.feature_dropout.default, torch.ops.aten.feature_dropout_.default,
+    torch.ops.aten.alpha_dropout.default, torch.ops.aten.alpha_dropout_.default,
+    torch.ops.aten.feature_alpha_dropout.default, torch.ops.aten.feature_alpha_dropout_.default,
+}
+
+
+def strip_dropout(graph: torch.fx.GraphModule) -> int:
+    """Removes the dropout nodes of an exported graph (the identity at inference), in place.
+
+    Returns:
+        How many were removed.
+    """
+    removed = 0
+    for node in list(graph.graph.nodes):
+        if node.op == "call_function" and node.target in _DROPOUT:
+            node.replace_all_uses_with(node.args[0])
+            graph.graph.erase_node(node)
+            removed += 1
+    if removed:
+        graph.graph.lint()
+        graph.recompile()
+    return removed
 
 
 def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
