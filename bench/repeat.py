@@ -1,6 +1,7 @@
 """Runs a bench script N times, each a fresh process, and writes every figure's median and spread.
 
     python bench/repeat.py bench/bench_core.py --runs 3 [-- ARGS FOR THE SCRIPT]
+    e.g. python bench/repeat.py bench/bench_fleet.py --runs 3 -- --devices 8
 
 Each run is its own process, so it starts cold the way the script starts: a fresh temporary
 data folder, fresh agents, nothing cached from the run before. Each run writes its JSON into a
@@ -72,12 +73,12 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=3600,
                         help="most seconds one run may take (default 3600)")
     parser.add_argument("--name", help="result name (default: the script's, without bench_)")
-    parser.add_argument("args", nargs=argparse.REMAINDER,
-                        help="arguments for the script, after --")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])  # what follows `--` goes to the script
+    script_args = argv[cut + 1:]
     if args.runs < 1:
         parser.error("--runs: expected a whole number >= 1")
-    script_args = args.args[1:] if args.args[:1] == ["--"] else args.args
     name = args.name or args.script.stem.removeprefix("bench_")
     runs, results = [], []
     with tempfile.TemporaryDirectory(prefix="bench-repeat-") as tmp:
