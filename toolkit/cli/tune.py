@@ -15,9 +15,9 @@ from toolkit.cli.options import verbose_asked, verbose_option
 @click.command()
 @click.argument("model", required=False)
 @click.option("--data", default=None,
-              help="Dataset: digits, digits-32, a .npz with x and y, or module:function. "
-                   "[default: the reference model's own (digits-32 for digits-mobilenet), "
-                   "else digits]")
+              help="Dataset: digits, digits-32, digits-32-rgb, a .npz with x and y, or "
+                   "module:function. [default: the reference model's own (digits-32 for "
+                   "digits-mobilenet), digits-32-rgb for the zoo's 3x32x32 models, else digits]")
 @click.option("--device", "devices", multiple=True,
               help="local, host:port, or a profile name/path; repeat for several (the budget "
                    "must hold on each). [default: local]")
@@ -58,8 +58,8 @@ def tune(model, data, devices, budgets, ratios, max_accuracy_drop, strategy, tri
          as_json, verbose) -> None:
     """Find the most accurate compressed MODEL that meets the budgets on every device.
 
-    MODEL is digits-cnn (default), digits-mlp, digits-mobilenet, file.py:function,
-    module:function or a .pt2.
+    MODEL is digits-cnn (default), digits-mlp, digits-mobilenet, a zoo architecture
+    (mobilenet_v2 or zoo:mobilenet_v2, untrained), file.py:function, module:function or a .pt2.
     Every candidate is built, measured on the devices, judged for accuracy and stored at
     once; --resume RUN_ID continues a run without measuring anything again. Third-party
     output goes to the run folder's edgeloop.log (-v shows it).

@@ -22,7 +22,9 @@ def load_dataset(spec: Union[str, Path, Dataset]) -> Dataset:
     Args:
         spec: `digits` (scikit-learn's 8x8 digits, scaled to [0, 1], shape 1x8x8, a fixed
             seeded 80/20 split); `digits-32` (the same images and split, bilinearly upsampled
-            to 1x32x32, the input size of a mobile CNN); a `.npz` file with `x` and `y`
+            to 1x32x32, the input size of a mobile CNN); `digits-32-rgb` (`digits-32` with its
+            one channel replicated to three: 3x32x32, the input of the zoo's image CNNs);
+            a `.npz` file with `x` and `y`
             (and optionally `x_test`, `y_test`; otherwise split 80/20 with seed 0);
             `file.py:function` or `module:function` returning a DataLoader (split 80/20), a
             pair of DataLoaders (train, test) or a `Dataset`; or a `Dataset`, returned unchanged.
@@ -37,12 +39,14 @@ def load_dataset(spec: Union[str, Path, Dataset]) -> Dataset:
         return _digits()
     if text == "digits-32":
         return _digits_32()
+    if text == "digits-32-rgb":
+        return _digits_32_rgb()
     if text.endswith(".npz"):
         return _npz(Path(text).expanduser())
     if ":" in text:
         return _from_callable(text)
     raise ConfigError(
-        f"dataset {text!r}: expected 'digits', 'digits-32', a .npz file with x and y, "
+        f"dataset {text!r}: expected 'digits', 'digits-32', 'digits-32-rgb', a .npz file with x and y, "
         "or 'module:function'"
     )
 
@@ -65,6 +69,14 @@ def _digits_32() -> Dataset:
     return Dataset(name="digits-32", train_x=data[0].contiguous(), train_y=small.train_y,
                    test_x=data[1].contiguous(), test_y=small.test_y,
                    num_classes=small.num_classes, input_shape=(1, 32, 32))
+
+
+def _digits_32_rgb() -> Dataset:
+    """`digits-32` with the grey channel replicated to three (3x32x32); same split."""
+    grey = _digits_32()
+    return Dataset(name="digits-32-rgb", train_x=grey.train_x.repeat(1, 3, 1, 1),
+                   train_y=grey.train_y, test_x=grey.test_x.repeat(1, 3, 1, 1),
+                   test_y=grey.test_y, num_classes=grey.num_classes, input_shape=(3, 32, 32))
 
 
 def _npz(path: Path) -> Dataset:

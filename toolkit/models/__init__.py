@@ -13,6 +13,7 @@ from toolkit.errors import ModelFileError
 from toolkit.models.checks import check_setup
 from toolkit.models.reference import REFERENCE_MODELS, default_dataset, reference_model
 from toolkit.models.user import load_callable_model, load_exported
+from toolkit.models.zoo import ZOO, zoo_name
 
 
 @dataclass
@@ -36,8 +37,10 @@ def load_model(
     """Loads a model by reference name, `file.py:function`, `module:function` or `.pt2` path.
 
     Args:
-        spec: `digits-cnn` / `digits-mlp` / `digits-mobilenet` (trained on first use), a
-            function spec returning an `nn.Module`, a torch.export `.pt2` file, or an
+        spec: `digits-cnn` / `digits-mlp` / `digits-mobilenet` (trained on first use), a zoo
+            architecture (`mobilenet_v2` or `zoo:mobilenet_v2`: untrained, seeded, 10
+            classes, its default input; the module's `dataset` names the bundled dataset
+            that fits it, if any), a function spec returning an `nn.Module`, a torch.export `.pt2` file, or an
             `nn.Module` itself.
         input_shape: input shape including the batch dimension; overrides the module's
             `input_shape` attribute or the `.pt2` example input.
@@ -49,9 +52,15 @@ def load_model(
         module, shape, name = spec, getattr(spec, "input_shape", ()), type(spec).__name__
     else:
         name = str(spec)
+        try:
+            zoo = zoo_name(name)
+        except KeyError as exc:
+            raise ModelFileError(str(exc.args[0])) from None
         if name in REFERENCE_MODELS:
             module = reference_model(name)
             shape = module.input_shape
+        elif zoo is not None:
+            module, shape = _zoo_model(zoo), ZOO[zoo].input_shape
         elif name.endswith(".pt2"):
             module, shape = load_exported(Path(name).expanduser())
         elif ":" in name:
@@ -59,8 +68,8 @@ def load_model(
             shape = getattr(module, "input_shape", ())
         else:
             raise ModelFileError(
-                f"model {name!r}: expected one of {sorted(REFERENCE_MODELS)}, "
-                "'file.py:function', 'module:function' or a .pt2 file"
+                f"model {name!r}: expected one of {sorted(REFERENCE_MODELS)}, a zoo model "
+                f"{sorted(ZOO)}, 'file.py:function', 'module:function' or a .pt2 file"
             )
     if input_shape:
         shape = tuple(int(d) for d in input_shape)
@@ -74,6 +83,20 @@ def load_model(
     except (NotImplementedError, RuntimeError):
         pass  # torch.export modules may refuse eval(); they are exported in eval mode
     return LoadedModel(module=module, input_shape=tuple(int(d) for d in shape), name=name)
+
+
+def _zoo_model(name: str) -> nn.Module:
+    """The untrained zoo model `name`, initialised under seed 0 (the same weights each time)."""
+    import torch
+
+    from toolkit.models.zoo import build
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = build(name)
+    if ZOO[name].dataset:
+        module.dataset = ZOO[name].dataset
+    return module
 
 
 __all__ = ["LoadedModel", "check_setup", "default_dataset", "load_model", "REFERENCE_MODELS",

@@ -138,11 +138,31 @@ def default_dataset(model: object) -> str:
         model: a model spec (`digits-mobilenet`, `net.py:build`, a `.pt2` path) or module.
 
     Returns:
-        A reference model's own dataset (`digits-32` for `digits-mobilenet`), a module's
-        `dataset` attribute, otherwise `digits`.
+        A reference model's own dataset (`digits-32` for `digits-mobilenet`), a zoo model's
+        (`digits-32-rgb` for the 3×32×32 image models), a module's `dataset` attribute,
+        otherwise `digits`.
+
+    Raises:
+        SetupError: a zoo model that no bundled dataset fits (`ds_cnn`): `--data` is needed.
     """
     if isinstance(model, str) and model in REFERENCE_MODELS:
         return getattr(REFERENCE_MODELS[model][0], "dataset", DEFAULT_DATASET)
+    from toolkit.models.zoo import ZOO, zoo_name
+
+    try:
+        zoo = zoo_name(model)
+    except KeyError:
+        zoo = None  # an unknown zoo: name fails where the model is loaded, with the names
+    if zoo is not None:
+        if ZOO[zoo].dataset is None:
+            from toolkit.errors import SetupError
+            from toolkit.models.checks import shape_text
+
+            raise SetupError(
+                f"model {model!r}: no bundled dataset fits its input "
+                f"{shape_text(ZOO[zoo].input_shape)}; pass --data (a .npz with x and y, or "
+                "module:function)")
+        return ZOO[zoo].dataset
     own = getattr(model, "dataset", None) if isinstance(model, nn.Module) else None
     return own if isinstance(own, str) else DEFAULT_DATASET
 

@@ -44,6 +44,9 @@ class ZooEntry:
             (e.g. 1000 classes at 224×224); empty when there is none.
         published_params: the published parameter count of that configuration (trainable
             parameters, BatchNorm running statistics excluded); None when there is none.
+        dataset: the bundled dataset that fits the default input (`digits-32-rgb` for the
+            3×32×32 image models), the default of `compress`/`tune`; None: none fits, the
+            user gives `--data`.
     """
 
     constructor: Callable[..., nn.Module]
@@ -52,6 +55,7 @@ class ZooEntry:
     citation: str
     published_config: dict[str, Any] = field(default_factory=dict)
     published_params: Optional[int] = None
+    dataset: Optional[str] = None
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -60,24 +64,28 @@ ZOO: dict[str, ZooEntry] = {
         "inverted residuals with linear bottlenecks, depthwise 3×3, ReLU6, width multiplier",
         "Sandler et al., MobileNetV2, CVPR 2018; torchvision models/mobilenetv2.py",
         {"num_classes": 1000, "input_size": 224}, 3_504_872,
+        dataset="digits-32-rgb",
     ),
     "mobilenet_v3_small": ZooEntry(
         mobilenet_v3_small, (1, 3, 32, 32),
         "inverted residuals, hardswish, squeeze-excite with hardsigmoid, NAS block table",
         "Howard et al., Searching for MobileNetV3, ICCV 2019; torchvision models/mobilenetv3.py",
         {"num_classes": 1000, "input_size": 224}, 2_542_856,
+        dataset="digits-32-rgb",
     ),
     "efficientnet_lite0": ZooEntry(
         efficientnet_lite0, (1, 3, 32, 32),
         "MBConv (B0 stages) with ReLU6, no squeeze-excite, fixed 32-channel stem and 1280 head",
         "Tan & Le, EfficientNet, ICML 2019; TF tpu/models/official/efficientnet/lite",
         {"num_classes": 1000, "input_size": 224}, 4_652_008,
+        dataset="digits-32-rgb",
     ),
     "resnet18": ZooEntry(
         resnet18, (1, 3, 32, 32),
         "residual network of BasicBlocks (2-2-2-2), 7×7 stem and max pool",
         "He et al., Deep Residual Learning, CVPR 2016; torchvision models/resnet.py",
         {"num_classes": 1000, "input_size": 224}, 11_689_512,
+        dataset="digits-32-rgb",
     ),
     "ds_cnn": ZooEntry(
         ds_cnn, (1, 1, 49, 10),
@@ -97,6 +105,7 @@ ZOO: dict[str, ZooEntry] = {
         "Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021; Touvron et al., DeiT, "
         "2021; timm vit_tiny_patch16_224",
         {"num_classes": 1000, "input_size": 224, "patch_size": 16}, 5_717_416,
+        dataset="digits-32-rgb",
     ),
 }
 
@@ -112,4 +121,23 @@ def build(name: str, **kwargs: Any) -> nn.Module:
     return ZOO[name].constructor(**kwargs)
 
 
-__all__ = ["ZOO", "ZooEntry", "build"]
+ZOO_PREFIX = "zoo:"
+
+
+def zoo_name(spec: object) -> Optional[str]:
+    """The zoo name a model spec names (`mobilenet_v2` or `zoo:mobilenet_v2`), else None.
+
+    Raises:
+        KeyError: a `zoo:` spec whose name is not in `ZOO` (the message lists the names).
+    """
+    if not isinstance(spec, str):
+        return None
+    if spec.startswith(ZOO_PREFIX):
+        name = spec[len(ZOO_PREFIX):]
+        if name not in ZOO:
+            raise KeyError(f"zoo model {name!r}: expected one of {sorted(ZOO)}")
+        return name
+    return spec if spec in ZOO else None
+
+
+__all__ = ["ZOO", "ZOO_PREFIX", "ZooEntry", "build", "zoo_name"]
