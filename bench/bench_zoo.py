@@ -1,13 +1,26 @@
-"""The zoo side by side on the local device, one run (skeleton: NetAdapt column to be added).
+"""The zoo side by side on the local device, one run: int8, pruning and NetAdapt per model.
 
-    python bench/bench_zoo.py [NAME ...]
+    python bench/bench_zoo.py [NAME ...]        # all models by default
+    EDGELOOP_ZOO_NETADAPT=mobilenet_v2,ds_cnn   # the models NetAdapt runs on (the default)
 
-For each architecture of `toolkit.models.zoo` (untrained, 10 classes, its small default input)
-and for the trained `digits-mobilenet`: fp32 TFLite p50 on one thread; int8-static p50 and
-size as ratios of fp32; top-1 agreement with fp32 on random inputs (accuracy on digits-32 for
-digits-mobilenet); float islands left in the int8 file (QUANTIZE/DEQUANTIZE ops and delegate
-partitions); 30% group-pruned p50 ratio; NetAdapt trials to meet 0.7× p90 (not yet measured).
-A step that fails is recorded as its one-line error, not raised: the table shows every model.
+Every model is first given a short training so that its outputs vary with its input (top-1
+agreement between int8 and fp32 means nothing on an untrained network fed noise):
+- the image models (MobileNetV2, MobileNetV3-Small, EfficientNet-Lite0, ResNet-18, ViT-Tiny;
+  3×32×32) on `digits-32-rgb` (digits upsampled to 32×32, grey replicated to three channels);
+- the DS-CNN and the TransformerEncoder (49×10 inputs) on `kws_task`, a synthetic 10-class
+  task of this file (one smooth random 49×10 "spectrogram" template per class, random gain
+  and noise), also usable as `--data bench/bench_zoo.py:kws_task`;
+- `digits-mobilenet` is the trained reference model (digits-32), judged on accuracy.
+The steps of training per model are in `STEPS` (Adam, lr 2e-3, batches of 64, 1 thread).
+
+Per model: fp32 TFLite p50 on one thread; int8-static p50 and file size as ratios of fp32;
+top-1 agreement of the int8 file with the fp32 file on the test inputs, both run by LiteRT on
+the host (accuracy on digits-32 for digits-mobilenet); float islands of the int8 file
+(QUANTIZE/DEQUANTIZE ops, delegate partitions, ops left in float, from `toolkit.export.ops`);
+30% group-pruned (l1-structured) p50 ratio; NetAdapt trials to meet `latency_p90=0.7` of the
+base with `edgeloop tune MODEL --strategy netadapt --budget-ratio latency_p90=0.7 --trials 12`
+(in process, on the untrained seeded zoo model, as the CLI loads it). A step that fails is
+recorded as its one-line error, not raised: the table shows every model.
 
 Targets (issue 9): int8 p50 ≤ 0.6× fp32 for every CNN; ≤ 1 point accuracy drop on
 digits-mobilenet, ≥ 99% agreement elsewhere; one delegate partition; NetAdapt ≤ 12 trials.
@@ -15,9 +28,11 @@ digits-mobilenet, ≥ 99% agreement elsewhere; one delegate partition; NetAdapt 
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import tempfile
-from collections import Counter
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,65 +42,161 @@ from bench.common import print_table, write_results  # noqa: E402
 
 INT8 = [{"quantize": {"scheme": "int8-static", "calibration": 128}}]
 PRUNED30 = [{"prune": {"method": "l1-structured", "amount": 0.3}}]
-SAMPLES = 256
+CNNS = ("digits-mobilenet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0",
+        "resnet18", "ds_cnn")
+STEPS = {"mobilenet_v2": 120, "mobilenet_v3_small": 120, "efficientnet_lite0": 120,
+         "resnet18": 80, "ds_cnn": 120, "transformer_encoder": 120, "vit_tiny": 20}
+NETADAPT = tuple(os.environ.get("EDGELOOP_ZOO_NETADAPT", "mobilenet_v2,ds_cnn").split(","))
+KWS_SHAPE = (1, 49, 10)
 
 
-def synthetic_dataset(name: str, model: Any, input_shape: tuple[int, ...]) -> Any:
-    """Random inputs labelled by the fp32 model itself: accuracy there is top-1 agreement."""
+def kws_task(tokens: bool = False) -> Any:
+    """A synthetic 10-class keyword-spotting-like task on 1×49×10 inputs (seeded).
+
+    Each class is a smooth random 49×10 template; a sample is the template at a random gain
+    (0.5-1.5) plus Gaussian noise (σ 0.5). 1,200 training and 400 test samples.
+
+    Args:
+        tokens: drop the channel dimension (49×10, the TransformerEncoder's input).
+    """
     import torch
 
     from toolkit.data import Dataset
-    from toolkit.models.train import predict
 
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn((2 * SAMPLES, *input_shape[1:]), generator=generator)
-    y = predict(model, x).argmax(dim=1)
-    return Dataset(name=f"random-{name}", train_x=x[:SAMPLES], train_y=y[:SAMPLES],
-                   test_x=x[SAMPLES:], test_y=y[SAMPLES:], num_classes=10,
-                   input_shape=tuple(input_shape[1:]))
+    coarse = torch.randn((10, 1, 7, 5), generator=generator)
+    templates = torch.nn.functional.interpolate(coarse, size=KWS_SHAPE[1:], mode="bilinear",
+                                                align_corners=False)
+    labels = torch.randint(0, 10, (1600,), generator=generator)
+    gain = 0.5 + torch.rand((1600, 1, 1, 1), generator=generator)
+    x = gain * templates[labels] + 0.5 * torch.randn((1600, *KWS_SHAPE), generator=generator)
+    if tokens:
+        x = x[:, 0]
+    return Dataset(name="kws-synthetic", train_x=x[:1200].contiguous(), train_y=labels[:1200],
+                   test_x=x[1200:].contiguous(), test_y=labels[1200:], num_classes=10,
+                   input_shape=tuple(x.shape[1:]))
 
 
-def op_histogram(path: Path) -> Counter:
-    """Op names of a .tflite file and their counts."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    return Counter(op["op_name"] for op in interpreter._get_ops_details())
-
-
-def models() -> dict[str, tuple[Any, tuple[int, ...], Any]]:
-    """name → (model, input shape, dataset or None for a synthetic one)."""
+def dataset_for(name: str) -> Any:
     from toolkit.data import load_dataset
-    from toolkit.models.reference import reference_model
-    from toolkit.models.zoo import ZOO, build
 
-    chosen: dict[str, tuple[Any, tuple[int, ...], Any]] = {}
-    trained = reference_model("digits-mobilenet")
-    chosen["digits-mobilenet"] = (trained, trained.input_shape, load_dataset("digits-32"))
-    for name, entry in ZOO.items():
-        chosen[name] = (build(name).eval(), entry.input_shape, None)
+    if name == "digits-mobilenet":
+        return load_dataset("digits-32")
+    if name in ("ds_cnn", "transformer_encoder"):
+        return kws_task(tokens=name == "transformer_encoder")
+    return load_dataset("digits-32-rgb")
+
+
+def short_training(model: Any, data: Any, steps: int) -> float:
+    """Trains `model` for `steps` batches (Adam, lr 2e-3, batch 64); returns test accuracy %."""
+    import torch
+
+    from toolkit.models.train import accuracy
+
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model.train()
+    done = 0
+    while done < steps:
+        for x, y in data.train_loader(batch_size=64, seed=done):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            done += 1
+            if done >= steps:
+                break
+    model.eval()
+    return accuracy(model, data.test_loader())
+
+
+def models(names: list[str]) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
+    """name → (trained model in eval mode, dataset, training facts)."""
+    from toolkit.models import load_model
+    from toolkit.models.reference import reference_card, reference_model
+    from toolkit.models.zoo import ZOO
+
+    chosen: dict[str, tuple[Any, Any, dict[str, Any]]] = {}
+    for name in ["digits-mobilenet", *ZOO]:
+        if names and name not in names:
+            continue
+        data = dataset_for(name)
+        start = time.perf_counter()
+        if name == "digits-mobilenet":
+            model = reference_model(name)
+            facts = {"trained_on": "digits-32", "training": "reference model (8 epochs)",
+                     "test_accuracy_pct": reference_card(name)["test_accuracy_pct"]}
+        else:
+            model = load_model(name).module
+            facts = {"trained_on": data.name, "training": f"{STEPS[name]} steps",
+                     "test_accuracy_pct": short_training(model, data, STEPS[name])}
+        facts["training_s"] = round(time.perf_counter() - start, 1)
+        print(f"{name}: trained {facts}", flush=True)
+        chosen[name] = (model, data, facts)
     return chosen
 
 
-def measure(name: str, model: Any, shape: tuple[int, ...], data: Any, device: Any,
-            options: Any, root: Path) -> dict[str, Any]:
+def measure(name: str, model: Any, data: Any, device: Any, options: Any,
+            root: Path) -> dict[str, Any]:
     from toolkit.compress.pipeline import compress
+    from toolkit.export.host_runtime import run_artifact
+    from toolkit.export.ops import float_islands, op_histogram
+    from toolkit.quality import accuracy_pct, top1_agreement_pct
 
-    data = data if data is not None else synthetic_dataset(name, model, shape)
     row: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    test_x = data.test_x.numpy()
     for label, recipe in (("fp32", []), ("int8", INT8), ("pruned30", PRUNED30)):
         try:
             result = compress(model, recipe, data, root / name / label, export=("tflite",))
             tflite = result.artifacts["tflite"]
             m = device.benchmark(tflite, options)
-            row[label] = {"p50_ms": m.latency.p50_ms, "bytes": tflite.stat().st_size,
-                          "accuracy_pct": result.card.accuracy_after_pct,
-                          "ops": dict(op_histogram(tflite))}
+            outputs[label] = run_artifact(tflite, test_x)
+            row[label] = {"p50_ms": m.latency.p50_ms, "p90_ms": m.latency.p90_ms,
+                          "bytes": tflite.stat().st_size,
+                          "accuracy_pct": accuracy_pct(outputs[label], data.test_y.numpy()),
+                          "ops": op_histogram(tflite),
+                          "float_islands": float_islands(tflite).to_json()}
         except Exception as exc:  # noqa: BLE001 - a failure is a result of the benchmark
             text = str(exc).strip().splitlines()
             row[label] = {"error": f"{type(exc).__name__}: {text[0] if text else ''}"}
-    row["netadapt_trials_to_0.7_p90"] = None  # TODO(issue 9): NetAdapt per group
+    if "fp32" in outputs and "int8" in outputs:
+        row["int8"]["agreement_pct"] = top1_agreement_pct(outputs["int8"], outputs["fp32"])
     return row
+
+
+def netadapt(name: str, root: Path) -> dict[str, Any]:
+    """Trials NetAdapt needs to meet latency_p90=0.7 of the base (at most 12), in process."""
+    from toolkit.tune.budgets import BudgetRequest
+    from toolkit.tune.config import TuneConfig
+    from toolkit.tune.runner import run_tune
+    from toolkit.tune.trialdb import TrialDB
+
+    data = f"{Path(__file__).resolve()}:kws_task" if name == "ds_cnn" else None
+    config = TuneConfig(model=name, data=data, strategy="netadapt", trials=12,
+                        budgets=BudgetRequest(ratios={"latency_p90_ms": 0.7}),
+                        out_dir=root / "tune", reuse_measurements=False)
+    try:
+        result = run_tune(config)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - recorded, not raised
+        return {"error": f"{type(exc).__name__}: {str(exc).strip()[:200]}"}
+    history = TrialDB(config.run_dir / "trials.sqlite").trials()
+    best = result.best or {}
+    chosen = next((t for t in history if t.number == best.get("trial")), None)
+    return {"feasible": result.feasible, "trials": result.trials,
+            "first_feasible_trial": next((t.number for t in history
+                                          if t.number > 0 and t.feasible), None),
+            "chosen_trial": best.get("trial"),
+            "chosen": chosen.candidate.note if chosen else None,
+            "notes": [t.candidate.note for t in history],
+            "message": result.message}
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def ratio(row: dict, key: str, field: str) -> str:
@@ -94,36 +205,62 @@ def ratio(row: dict, key: str, field: str) -> str:
     return f"{row[key][field] / row['fp32'][field]:.2f}x"
 
 
-def main(names: list[str]) -> None:
-    from toolkit.measurement import BenchmarkOptions
-    from toolkit.transport.local import local_agent
-
-    options = BenchmarkOptions(threads=1, warmup_runs=20, min_runs=200, min_seconds=1.0)
-    figures: dict[str, Any] = {}
-    chosen = models()
-    with tempfile.TemporaryDirectory() as tmp, local_agent(cache_dir=Path(tmp) / "cache") as dev:
-        for name, (model, shape, data) in chosen.items():
-            if names and name not in names:
-                continue
-            figures[name] = measure(name, model, shape, data, dev, options, Path(tmp))
-            print(f"{name}: {figures[name]}", flush=True)
+def table_rows(figures: dict[str, Any]) -> list[tuple]:
     rows = []
     for name, row in figures.items():
         fp32, int8 = row["fp32"], row["int8"]
-        ops = int8.get("ops", {})
-        islands = ops.get("QUANTIZE", 0) + ops.get("DEQUANTIZE", 0)
+        islands = int8.get("float_islands", {})
+        if name == "digits-mobilenet" and "accuracy_pct" in int8 and "accuracy_pct" in fp32:
+            quality = f"acc {fp32['accuracy_pct']:.1f}->{int8['accuracy_pct']:.1f}%"
+        else:
+            quality = f"{int8['agreement_pct']:.1f}%" if "agreement_pct" in int8 else "error"
+        na = row.get("netadapt")
+        if na is None:
+            trials = "not run"
+        elif "error" in na:
+            trials = "error"
+        else:
+            trials = (f"{na['first_feasible_trial']} of {na['trials']} (met)" if na["feasible"]
+                      else f"not in {na['trials']} (missed)")
         rows.append((
             name,
             f"{fp32['p50_ms']:.3f}" if "p50_ms" in fp32 else "error",
-            ratio(row, "int8", "p50_ms"), ratio(row, "int8", "bytes"),
-            f"{int8['accuracy_pct']:.1f}%" if "accuracy_pct" in int8 else "error",
-            islands if ops else "error",
-            ratio(row, "pruned30", "p50_ms"),
-            row["netadapt_trials_to_0.7_p90"] or "—",
+            ratio(row, "int8", "p50_ms"), ratio(row, "int8", "bytes"), quality,
+            (f"{islands.get('quantize_ops', 0)}/{islands.get('dequantize_ops', 0)}/"
+             f"{islands.get('partitions')}/{islands.get('count', 0)}") if islands else "error",
+            ratio(row, "pruned30", "p50_ms"), trials,
         ))
-    print_table(rows, ("model", "fp32 p50 ms", "int8 p50", "int8 size", "int8 acc/agree",
-                       "Q/DQ ops", "pruned30 p50", "NetAdapt trials"))
-    write_results("zoo", {"figures": figures})
+    return rows
+
+
+def main(names: list[str]) -> None:
+    import torch
+
+    from toolkit.measurement import BenchmarkOptions
+    from toolkit.transport.local import local_agent
+
+    torch.set_num_threads(1)
+    options = BenchmarkOptions(threads=1, warmup_runs=20, min_runs=200, min_seconds=1.0)
+    figures: dict[str, Any] = {}
+    start = time.perf_counter()
+    chosen = models(names)
+    with tempfile.TemporaryDirectory() as tmp, local_agent(cache_dir=Path(tmp) / "cache") as dev:
+        for name, (model, data, facts) in chosen.items():
+            figures[name] = {"training": facts,
+                             **measure(name, model, data, dev, options, Path(tmp))}
+            print(f"{name}: {figures[name]}", flush=True)
+        for name in NETADAPT:
+            if name in figures:
+                figures[name]["netadapt"] = netadapt(name, Path(tmp))
+                print(f"{name}: netadapt {figures[name]['netadapt']}", flush=True)
+    header = ("model", "fp32 p50 ms", "int8 p50", "int8 size", "int8 agree/acc",
+              "Q/DQ/parts/float ops", "pruned30 p50", "NetAdapt trials to 0.7x p90")
+    rows = table_rows(figures)
+    print_table(rows, header)
+    write_results("zoo", {"git_sha": git_sha(), "threads": 1, "cnns": list(CNNS),
+                          "wall_s": round(time.perf_counter() - start, 1),
+                          "header": list(header), "table": [list(r) for r in rows],
+                          "figures": figures})
 
 
 if __name__ == "__main__":
