@@ -58,6 +58,11 @@ def benchmark_in_child(
     problem = validate(options) or _affinity_problem(options)
     if problem:
         return _stamp(_failure(K.ERROR_KIND_BAD_REQUEST, problem), options)
+    while not _QUIET.wait(0.05):  # the agent's start-up processes are still running
+        if cancelled is not None and cancelled():
+            return _stamp(
+                _failure(K.ERROR_KIND_BAD_REQUEST, "benchmark cancelled by the caller"), options
+            )
     settled = settle(options, on_progress, cancelled)
     if settled.cancelled:
         result = _failure(K.ERROR_KIND_BAD_REQUEST, "benchmark cancelled by the caller")
@@ -225,6 +230,21 @@ class _SpareWorker:
                 except subprocess.TimeoutExpired:
                     _kill_group(self._spare)
             self._spare = None
+
+
+_QUIET = threading.Event()
+_QUIET.set()
+
+
+def hold_benchmarks() -> None:
+    """Benchmarks wait (before their child starts) until `release_benchmarks`: the agent's
+    start-up starts processes of its own (spare, Infer worker, runtime probe) that must not
+    run beside a benchmark."""
+    _QUIET.clear()
+
+
+def release_benchmarks() -> None:
+    _QUIET.set()
 
 
 _SPARE = _SpareWorker()

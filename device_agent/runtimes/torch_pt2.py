@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import threading
 from functools import lru_cache
 from importlib import metadata
 from typing import Any
@@ -77,8 +78,19 @@ _PROBE = (
 )
 
 
-@lru_cache(maxsize=1)
+_PROBE_LOCK = threading.Lock()
+
+
 def _probe_accelerators() -> tuple[str, ...]:
+    """`_probe_once`, one caller at a time: GetInfo during the agent's warm-up waits for the
+    warm-up's probe instead of starting a second child that could outlive it (and run beside
+    the first benchmark)."""
+    with _PROBE_LOCK:
+        return _probe_once()
+
+
+@lru_cache(maxsize=1)
+def _probe_once() -> tuple[str, ...]:
     """Whether torch sees a CUDA device: asked of torch itself when this process already
     imported it (a benchmark child), else of a throwaway child interpreter (once per agent)."""
     if "torch" in sys.modules:

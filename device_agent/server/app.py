@@ -130,6 +130,9 @@ async def build_server(config: ServeConfig) -> tuple[grpc.aio.Server, int, Devic
     if port == 0:
         raise OSError(f"could not listen on {address}")
     await server.start()
+    from device_agent.measure.runner import hold_benchmarks
+
+    hold_benchmarks()  # until the warm-up's own processes are done (see _warm_up)
     threading.Thread(target=_warm_up, args=(service,), daemon=True).start()
     return server, port, service, auth
 
@@ -144,12 +147,15 @@ async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
 def _warm_up(service: DeviceAgentService) -> None:
     """Starts the benchmark spare and the Infer worker and probes the runtimes, in the
     background, so the first requests do not pay for interpreter start-ups and imports."""
-    from device_agent.measure.runner import prime_spare_worker
+    from device_agent.measure.runner import prime_spare_worker, release_benchmarks
     from device_agent.runtimes.registry import runtime_statuses
 
-    prime_spare_worker()
-    service.infer_pool.start()
-    runtime_statuses()  # caches the one-off torch CUDA probe GetInfo reports
+    try:
+        prime_spare_worker()
+        service.infer_pool.start()
+        runtime_statuses()  # caches the one-off torch CUDA probe GetInfo reports
+    finally:
+        release_benchmarks()  # nothing of the start-up runs beside a benchmark
 
 
 def serve(config: ServeConfig, watch_parent: bool = False) -> int:
