@@ -100,9 +100,12 @@ def _probe_once() -> tuple[str, ...]:
             if torch.cuda.is_available()
             else ("cpu",)
         )
+    from device_agent.measure.limits import current
+
     try:
-        out = subprocess.run(
-            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120
+        out = subprocess.run(  # under the children's limits and --run-as user, like every child
+            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120,
+            **current().popen_kwargs(),
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         out = ""

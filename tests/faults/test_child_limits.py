@@ -33,14 +33,32 @@ def _limit(pid: int, name: str) -> str:
 
 
 def _children(pid: int) -> list[int]:
-    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
-            for c in (task / "children").read_text().split()]
+    """Children that run a program of their own: a child caught between fork and exec still
+    shows the agent's command line (and the agent's uid, which it drops at exec)."""
+    parent = Path(f"/proc/{pid}/cmdline").read_bytes()
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for c in (task / "children").read_text().split():
+            try:
+                if Path(f"/proc/{c}/cmdline").read_bytes() != parent:
+                    found.append(int(c))
+            except OSError:  # gone meanwhile
+                pass
+    return found
 
 
 def _uid(pid: int) -> int:
     line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines()
                 if x.startswith("Uid:"))
     return int(line.split()[1])
+
+
+def _record_uids(pid: int, seen: dict[int, int]) -> None:
+    for child in _children(pid):
+        try:
+            seen[child] = _uid(child)
+        except OSError:  # exited meanwhile
+            pass
 
 
 def test_a_spawned_benchmark_child_has_address_space_and_open_file_limits():
@@ -135,15 +153,13 @@ def test_run_as_starts_benchmark_and_infer_children_as_that_user(
             seen: dict[int, int] = {}
 
             def on_progress(p) -> None:
-                for child in _children(process.pid):
-                    seen[child] = _uid(child)
+                _record_uids(process.pid, seen)
 
             m = client.benchmark(model_files.tflite, QUICK, on_progress=on_progress)
             assert m.ok, m.error_message
             out = client.infer(model_files.tflite, [np.zeros((1, 1, 8, 8), np.float32)])
             assert out[0].shape == (1, 10)
-            for child in _children(process.pid):
-                seen[child] = _uid(child)
+            _record_uids(process.pid, seen)
             assert _uid(process.pid) == 0
             assert seen and set(seen.values()) == {nobody.pw_uid}, seen
     finally:
