@@ -314,9 +314,7 @@ class DeviceClient:
         request = pb.BenchmarkRequest(
             sha256=sha, options=options.to_proto(), job_id=uuid.uuid4().hex
         )
-        clock = _RunClock(
-            (options.timeout_seconds or AGENT_DEFAULTS.timeout_seconds) + RUN_MARGIN_S
-        )
+        clock = _RunClock(run_budget_s(options))
         try:
             result = self._benchmark_stream(request, clock, on_progress)
         except _LinkLost as lost:
@@ -362,8 +360,8 @@ class DeviceClient:
             if over.is_set():
                 raise AgentTimeoutError(
                     f"device {self.name} ({self.address}): Benchmark: no result "
-                    f"{clock.budget_s:g} s after the run started (its timeout plus "
-                    f"{RUN_MARGIN_S:g} s)"
+                    f"{clock.budget_s:g} s after the run started (its timeout, cooldown and "
+                    f"start-temperature wait, plus {RUN_MARGIN_S:g} s)"
                 ) from None
             if exc.code() in LINK_LOST:
                 raise _LinkLost(exc) from None
@@ -435,6 +433,17 @@ class _LinkLost(Exception):
     def __init__(self, exc: grpc.RpcError) -> None:
         super().__init__(exc.details())
         self.exc = exc
+
+
+def run_budget_s(options: BenchmarkOptions) -> float:
+    """Seconds from a run's first non-queued event to its result: the agent's cooldown and
+    start-temperature wait (both before the child's own timeout starts), the timeout, and
+    RUN_MARGIN_S for the result and teardown."""
+    timeout = options.timeout_seconds or AGENT_DEFAULTS.timeout_seconds
+    wait = options.cooldown_s
+    if options.max_start_temp_c:
+        wait += options.start_temp_timeout_s or AGENT_DEFAULTS.start_temp_timeout_s
+    return wait + timeout + RUN_MARGIN_S
 
 
 class _RunClock:
