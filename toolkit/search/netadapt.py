@@ -151,6 +151,8 @@ class NetAdaptSearch(Strategy):
             state = self._advance(state, chosen)
         if not state.chain or self._most_over(state.current) is not None:
             return []
+        if self.space.final_epochs < 1:  # no longer fine-tune asked: the last choice stands
+            return []
         final = self._candidate(
             state.chain + [{"finetune": {"epochs": self.space.final_epochs}}],
             CandidateKind.FINAL,
@@ -237,7 +239,9 @@ class NetAdaptSearch(Strategy):
         out = []
         for _, group, width, keep in sorted(ranked)[: self.proposals]:
             prune = {"prune": self._prune_params({group: keep})}
-            chain = state.chain + [prune, {"finetune": {"epochs": self.space.finetune_epochs}}]
+            tune = [{"finetune": {"epochs": self.space.finetune_epochs}}] \
+                if self.space.finetune_epochs > 0 else []  # 0: proposals are not fine-tuned
+            chain = state.chain + [prune, *tune]
             params = {"iteration": iteration, "layer": group, "keep": keep, "chain": chain,
                       "widths": dict(state.widths, **{group: keep}), "quantize": state.scheme,
                       "metric": metric, "target_usage": round(target, 4),
