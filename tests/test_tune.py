@@ -34,7 +34,8 @@ from toolkit.tune.trialdb import TrialDB
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
-BUSY_NEIGHBOURS = 3
+BUSY_NEIGHBOURS = 7  # slow-box gets about 1/8 of its core: slower than fast-box even when the
+# machine is busy with other work (with 3, a loaded 2-core machine left the two within 1.5x)
 QUICK = BenchmarkOptions(warmup_runs=3, warmup_min_seconds=0.05, min_runs=20, min_seconds=0.2,
                          timeout_seconds=120)
 
@@ -216,8 +217,8 @@ def test_an_impossible_budget_names_the_budget_and_the_closest_candidate(tmp_pat
 @pytest.fixture
 def fast_and_slow_agents(tmp_path):
     """Two real agents: "fast-box" free to run on any CPU; "slow-box" pinned to one CPU that
-    three busy processes also hold. Each busy process is a session of its own (the scheduler
-    shares a CPU between sessions), so slow-box's inferences get about a quarter of the core:
+    BUSY_NEIGHBOURS busy processes also hold. Each busy process is a session of its own (the
+    scheduler shares a CPU between sessions), so slow-box's inferences get a small share of it:
     real contention, as on a device running other work."""
     from toolkit.transport.local import AgentProcess
 
