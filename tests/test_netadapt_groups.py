@@ -3,6 +3,8 @@ built its parent again is neither chosen nor proposed again, and few lookups are
 
 from __future__ import annotations
 
+import pytest
+
 from toolkit.search.base import Candidate, CandidateKind, DeviceFigures, Goal, Trial
 from toolkit.search.netadapt import NetAdaptSearch
 from toolkit.search.space import SearchSpace
@@ -68,3 +70,43 @@ def test_round_to_keeps_proposed_widths_at_multiples():
         (group, keep), = _prune_keep(c).items()
         assert keep % 8 == 0 and keep < GROUPS[group]
         assert c.recipe[0]["prune"]["round_to"] == 8
+
+
+# --- a real run: the zoo's DS-CNN, a real local agent, real measurements ----------------------
+
+def kws_data():
+    """A small seeded 10-class task on 1×49×10 inputs (one smooth template per class + noise)."""
+    import torch
+
+    from toolkit.data import Dataset
+
+    generator = torch.Generator().manual_seed(0)
+    templates = torch.nn.functional.interpolate(torch.randn((10, 1, 7, 5), generator=generator),
+                                                size=(49, 10), mode="bilinear")
+    labels = torch.randint(0, 10, (400,), generator=generator)
+    x = templates[labels] + 0.5 * torch.randn((400, 1, 49, 10), generator=generator)
+    return Dataset("kws", x[:300], labels[:300], x[300:], labels[300:], 10, (1, 49, 10))
+
+
+@pytest.mark.slow
+def test_netadapt_meets_a_latency_ratio_on_the_ds_cnn_within_12_trials(tmp_path):
+    from toolkit.search.space import Dimension
+    from toolkit.tune.budgets import BudgetRequest
+    from toolkit.tune.config import TuneConfig
+    from toolkit.tune.runner import run_tune
+    from toolkit.tune.trialdb import TrialDB
+
+    space = SearchSpace((Dimension("quantize", (None, "int8-static")),), finetune_epochs=0,
+                        final_epochs=0)
+    config = TuneConfig(model="zoo:ds_cnn", data=f"{__file__}:kws_data", strategy="netadapt",
+                        budgets=BudgetRequest(ratios={"latency_p90_ms": 0.7}), space=space,
+                        trials=12, out_dir=tmp_path, reuse_measurements=False)
+    result = run_tune(config, live=None, log=None)
+    history = TrialDB(config.run_dir / "trials.sqlite").trials()
+    assert result.feasible, result.message
+    assert 1 <= result.trials <= 12 and len(history) == result.trials + 1  # the base + trials
+    base = history[0]
+    built = [t for t in history[1:] if t.sha256]
+    assert built and all(t.sha256 != base.sha256 for t in built)  # no unchanged model measured
+    assert len({t.sha256 for t in built}) == len(built)  # nor one measured twice
+
