@@ -46,8 +46,8 @@ def load_dataset(spec: Union[str, Path, Dataset]) -> Dataset:
     if ":" in text:
         return _from_callable(text)
     raise ConfigError(
-        f"dataset {text!r}: expected 'digits', 'digits-32', 'digits-32-rgb', a .npz file with x and y, "
-        "or 'module:function'"
+        f"dataset {text!r}: expected 'digits', 'digits-32', 'digits-32-rgb', a .npz file with x "
+        "and y, or 'module:function'"
     )
 
 

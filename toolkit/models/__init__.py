@@ -40,8 +40,8 @@ def load_model(
         spec: `digits-cnn` / `digits-mlp` / `digits-mobilenet` (trained on first use), a zoo
             architecture (`mobilenet_v2` or `zoo:mobilenet_v2`: untrained, seeded, 10
             classes, its default input; the module's `dataset` names the bundled dataset
-            that fits it, if any), a function spec returning an `nn.Module`, a torch.export `.pt2` file, or an
-            `nn.Module` itself.
+            that fits it, if any), a function spec returning an `nn.Module`, a torch.export
+            `.pt2` file, or an `nn.Module` itself.
         input_shape: input shape including the batch dimension; overrides the module's
             `input_shape` attribute or the `.pt2` example input.
 
