@@ -100,15 +100,13 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _cpu_list(text: str) -> list[int]:
-    """Parses "0,2-3" into [0, 2, 3] (taskset -c syntax)."""
-    cpus: list[int] = []
+    """`--cpu-affinity`: taskset -c syntax, parsed by `device_state.parse_cpu_list`."""
+    from device_agent.measure.device_state import parse_cpu_list
+
     try:
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            low, _, high = part.partition("-")
-            cpus.extend(range(int(low), int(high or low) + 1))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected CPU numbers like 0,2-3, got {text!r}") from None
-    return cpus
+        return list(parse_cpu_list(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -21,6 +21,34 @@ CPUFREQ = "sys/devices/system/cpu/cpu{}/cpufreq"
 _unpinned: Optional[list[int]] = None  # this process's CPUs before `pin`
 
 
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """'0,2-3' -> (0, 2, 3) (taskset -c syntax); '' -> ().
+
+    Raises:
+        ValueError: not CPU numbers and ranges; the message quotes the text.
+    """
+    cpus: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, _, high = part.partition("-")
+            cpus.extend(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise ValueError(f"expected CPU numbers like '2,3' or '0-3', got {text!r}") from None
+    return tuple(sorted(set(cpus)))
+
+
+def format_cpu_list(cpus: Iterable[int]) -> str:
+    """(0, 1, 2, 5) -> '0-2,5'."""
+    ordered, out, i = sorted(cpus), [], 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
 def affinity() -> list[int]:
     """The CPUs this process may run on, sorted (all of them where the OS cannot say)."""
     try:

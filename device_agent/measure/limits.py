@@ -4,12 +4,12 @@ Defence in depth behind "models are data": even a model that gets a runtime to m
 only use bounded memory, CPU time and file descriptors, and — when the agent runs as root with
 ``--run-as USER`` — only that user's rights.
 
-The agent sets one `ChildLimits` at start (`configure`); the spawners read it (`current`).
-The parent applies them with prlimit(2) right after starting a child and before handing it a
-job (no model is loaded before that): `ChildLimits.apply` for address space and open files,
-`limit_cpu` for a benchmark's CPU time, known only when its job is handed out. Not a
-``preexec_fn``: the agent is multi-threaded (gRPC), where running Python between fork and
-exec can deadlock.
+The agent sets one `ChildLimits` at start (`configure`); the spawners read it (`current`) and
+pass the limits in the child's environment (`ChildLimits.popen_kwargs`). The child sets them on
+itself first thing (`apply_own_limits`), and a benchmark child its CPU time once its job, and
+so its timeout, is known (`limit_own_cpu`): lowering one's own limits needs no privilege,
+unlike prlimit(2) on a child of another user. Not a ``preexec_fn``: the agent is
+multi-threaded (gRPC), where running Python between fork and exec can deadlock.
 """
 
 from __future__ import annotations
@@ -88,13 +88,13 @@ class ChildLimits:
         interpreter = Path(sys.executable)
         package = Path(device_agent.__file__).resolve().parent
         for path in (interpreter, interpreter.resolve(), package):
-            for folder in reversed(path.parents):
-                if not _searchable_by(folder, self._user):
-                    raise ChildLimitsError(
-                        f"--run-as {self.run_as}: {folder} is not searchable by that user, so "
-                        f"it cannot run {path}; install the agent where it can (e.g. a venv "
-                        "under /opt)"
-                    )
+            folder = _first_closed_folder(path, self._user)
+            if folder is not None:
+                raise ChildLimitsError(
+                    f"--run-as {self.run_as}: {folder} is not searchable by that user, so "
+                    f"it cannot run {path}; install the agent where it can (e.g. a venv "
+                    "under /opt)"
+                )
 
     @property
     def effective_address_space_mb(self) -> int:
@@ -127,16 +127,21 @@ class ChildLimits:
         if self._user is None:
             return
         models_dir = Path(models_dir).resolve()
-        for folder in reversed(models_dir.parents):
-            if not _searchable_by(folder, self._user):
-                raise ChildLimitsError(
-                    f"--run-as {self.run_as}: {folder} is not searchable by that user, so it "
-                    f"cannot read the models in {models_dir}; put --cache-dir under a folder it "
-                    "can reach (e.g. /var/lib/edgeloop-agent)"
-                )
+        folder = _first_closed_folder(models_dir, self._user)
+        if folder is not None:
+            raise ChildLimitsError(
+                f"--run-as {self.run_as}: {folder} is not searchable by that user, so it "
+                f"cannot read the models in {models_dir}; put --cache-dir under a folder it "
+                "can reach (e.g. /var/lib/edgeloop-agent)"
+            )
         _add_mode(models_dir, 0o005)
         for item in models_dir.iterdir():
             _add_mode(item, 0o004)
+
+
+def _first_closed_folder(path: Path, user: pwd.struct_passwd) -> Optional[Path]:
+    """The outermost folder above `path` that `user` cannot enter, or None."""
+    return next((f for f in reversed(path.parents) if not _searchable_by(f, user)), None)
 
 
 def _searchable_by(folder: Path, user: pwd.struct_passwd) -> bool:
@@ -169,15 +174,6 @@ def benchmark_cpu_seconds(timeout_s: float, cores: Optional[int] = None) -> int:
     (CPU time of all threads counts). The watchdog kills at the timeout; this is the backstop."""
     cores = cores or len(os.sched_getaffinity(0)) or 1
     return int(math.ceil((timeout_s + CPU_MARGIN_S) * cores))
-
-
-def limit_cpu(pid: int, seconds: int) -> None:
-    """Sets RLIMIT_CPU of a running child from the parent where allowed (same user, or
-    CAP_SYS_RESOURCE). The child also sets its own (`limit_own_cpu`), which always works."""
-    try:
-        resource.prlimit(pid, resource.RLIMIT_CPU, (seconds, seconds))
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def apply_own_limits() -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from device_agent.measure import device_state
+from device_agent.measure.device_state import format_cpu_list
 from device_agent.measure.options import DEFAULTS
 from toolkit.cli.display import printable
 from toolkit.measurement import BenchmarkOptions, Measurement
@@ -84,29 +86,11 @@ def _device_state(m: Measurement) -> str:
 
 
 def parse_cpu_list(text: str) -> tuple[int, ...]:
-    """'0,2-3' -> (0, 2, 3); '' -> (). Raises click.BadParameter naming the option."""
-    cpus: list[int] = []
+    """`--cpu-affinity`: the agent's CPU-list syntax; a bad list is a usage error naming it."""
     try:
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            low, _, high = part.partition("-")
-            cpus.extend(range(int(low), int(high or low) + 1))
-    except ValueError:
-        raise click.BadParameter(
-            f"expected CPU numbers like '2,3' or '0-3', got {text!r}", param_hint="--cpu-affinity"
-        ) from None
-    return tuple(sorted(set(cpus)))
-
-
-def format_cpu_list(cpus) -> str:
-    """(0, 1, 2, 5) -> '0-2,5'."""
-    cpus, out, i = sorted(cpus), [], 0
-    while i < len(cpus):
-        j = i
-        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
-            j += 1
-        out.append(str(cpus[i]) if i == j else f"{cpus[i]}-{cpus[j]}")
-        i = j + 1
-    return ",".join(out)
+        return device_state.parse_cpu_list(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cpu-affinity") from None
 
 
 @click.command()
