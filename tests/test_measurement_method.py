@@ -66,7 +66,9 @@ def _workers(pid: int) -> set[int]:
 def _write(root: Path, relative: str, text: str) -> Path:
     path = root / relative
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
+    staged = path.with_name(path.name + ".new")
+    staged.write_text(text + "\n")
+    os.replace(staged, path)  # atomic: the agent reading mid-write saw an empty file (0.0 °C)
     return path
 
 
