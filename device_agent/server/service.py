@@ -54,6 +54,18 @@ MAX_PUSHES = 4
 PUSH_IDLE_S = 20.0
 
 
+class PushIdleError(Exception):
+    """A push sent no chunk for push_idle_s."""
+
+
+PUSH_FAILURES: dict[type, grpc.StatusCode] = {  # a subclass maps as its nearest listed base
+    PushIdleError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    TooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    BadDigestError: grpc.StatusCode.DATA_LOSS,
+    CacheError: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
 async def _abort(context, status: grpc.StatusCode, kind: int, message: str) -> None:
     """Ends the call with `status` and names its ErrorKind in trailing metadata."""
     await context.abort(
@@ -119,16 +131,16 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
         sha = await self._sha_or_abort(request.sha256, context)
         return pb.HasModelReply(present=self.cache.path_of(sha) is not None)
 
-    async def _next_chunk(self, chunks, context) -> Optional[pb.ModelChunk]:
+    async def _next_chunk(self, chunks) -> Optional[pb.ModelChunk]:
+        """The next chunk, None at the end; PushIdleError after push_idle_s without one."""
         try:
             return await asyncio.wait_for(chunks.__anext__(), self.push_idle_s)
         except StopAsyncIteration:
             return None
         except asyncio.TimeoutError:
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"push idle for more than {self.push_idle_s:g} s between chunks; cancelled",
-            )
+            raise PushIdleError(
+                f"push idle for more than {self.push_idle_s:g} s between chunks; cancelled"
+            ) from None
 
     async def PushModel(self, request_iterator, context) -> pb.PushModelReply:
         if self._pushes >= self.max_pushes:
@@ -137,42 +149,40 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
                 f"{self._pushes} pushes in progress (at most {self.max_pushes}); try again",
             )
         self._pushes += 1
-        writer: Optional[PushWriter] = None
-        loop = asyncio.get_running_loop()
-        chunks = request_iterator.__aiter__()
         try:
-            first = await self._next_chunk(chunks, context)
-            if first is None:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, "empty push: no chunks received"
-                )
-            sha = await self._sha_or_abort(first.sha256, context)
-            held = self.cache.get(sha)
-            if held is not None and self.cache.path_of(sha) is not None:
-                return pb.PushModelReply(
-                    sha256=sha, size_bytes=held.size_bytes, already_present=True
-                )
-            try:
-                writer = self.cache.begin_push(
-                    sha, first.name, first.size_bytes, PB_TO_FORMAT.get(first.format, "")
-                )
-                chunk = first
-                while chunk is not None:
-                    if chunk.data:
-                        await loop.run_in_executor(self._io, writer.write, chunk.data)
-                    chunk = await self._next_chunk(chunks, context)
-                entry = await loop.run_in_executor(self._io, writer.commit)
-            except TooLargeError as exc:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            except BadDigestError as exc:
-                await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
-            except CacheError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            return pb.PushModelReply(sha256=sha, size_bytes=entry.size_bytes, already_present=False)
+            return await self._receive_push(request_iterator.__aiter__(), context)
+        except tuple(PUSH_FAILURES) as exc:
+            status = next(PUSH_FAILURES[k] for k in type(exc).__mro__ if k in PUSH_FAILURES)
+            message = str(exc)
         finally:
             self._pushes -= 1
-            if writer is not None:
-                writer.abort()
+        # the temporary file is gone and the slot free before the client hears the status
+        await context.abort(status, message)
+
+    async def _receive_push(self, chunks, context) -> pb.PushModelReply:
+        """Writes the streamed chunks into the cache; the temporary file is removed on any
+        failure before the exception leaves."""
+        first = await self._next_chunk(chunks)
+        if first is None:
+            raise CacheError("empty push: no chunks received")
+        sha = await self._sha_or_abort(first.sha256, context)
+        held = self.cache.get(sha)
+        if held is not None and self.cache.path_of(sha) is not None:
+            return pb.PushModelReply(sha256=sha, size_bytes=held.size_bytes, already_present=True)
+        loop = asyncio.get_running_loop()
+        writer: PushWriter = self.cache.begin_push(
+            sha, first.name, first.size_bytes, PB_TO_FORMAT.get(first.format, "")
+        )
+        try:
+            chunk = first
+            while chunk is not None:
+                if chunk.data:
+                    await loop.run_in_executor(self._io, writer.write, chunk.data)
+                chunk = await self._next_chunk(chunks)
+            entry = await loop.run_in_executor(self._io, writer.commit)
+        finally:
+            writer.abort()
+        return pb.PushModelReply(sha256=sha, size_bytes=entry.size_bytes, already_present=False)
 
     async def ListModels(self, request, context) -> pb.ListModelsReply:
         reply = pb.ListModelsReply()
