@@ -8,6 +8,7 @@ FORMAT_TO_PB = {
     "tflite": pb.MODEL_FORMAT_TFLITE,
     "onnx": pb.MODEL_FORMAT_ONNX,
     "pt2": pb.MODEL_FORMAT_PT2,
+    "pte": pb.MODEL_FORMAT_PTE,
 }
 PB_TO_FORMAT = {v: k for k, v in FORMAT_TO_PB.items()}
 
