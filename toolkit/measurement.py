@@ -67,6 +67,7 @@ class BenchmarkOptions:
         max_start_temp_c: wait until the device is at or below this temperature (0: no wait).
         start_temp_timeout_s: give up waiting for `max_start_temp_c` after this long.
         cpu_affinity: pin the benchmark child to these CPU numbers (empty: no pinning).
+        per_op: also profile per operator after the timed window (`Measurement.ops`).
 
     Raises:
         ConfigError: on construction, when a value is non-finite, negative or out of range;
@@ -92,6 +93,7 @@ class BenchmarkOptions:
     max_start_temp_c: float = 0.0
     start_temp_timeout_s: float = 0.0
     cpu_affinity: tuple[int, ...] = ()
+    per_op: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):  # 2 from YAML is 2.0: one key, one proto value
@@ -349,6 +351,22 @@ class Thermal:
         )
 
 
+@dataclass(frozen=True)
+class OpProfile:
+    """One operator's share of an inference, from the runtime's own profiler (outside the
+    timed window). `mean_ms` is 0 where the source has no times (see `Measurement.ops_note`)."""
+
+    name: str
+    op_type: str
+    calls: int
+    mean_ms: float
+    share: float
+
+    @classmethod
+    def from_proto(cls, msg: pb.OpProfile) -> OpProfile:
+        return cls(msg.name, msg.op_type, msg.calls, msg.mean_ms, msg.share)
+
+
 SECTIONS: dict[str, type] = {
     "provenance": Provenance,
     "latency": Latency,
@@ -380,6 +398,12 @@ class Measurement:
     thermal: Thermal = field(default_factory=Thermal)
     wall_s: float = 0.0  # child process wall time, spawn to exit
     warnings: tuple[str, ...] = ()
+    ops: tuple[OpProfile, ...] = field(default=(), metadata=NOT_A_COLUMN)  # with --per-op
+    ops_source: str = field(default="", metadata=NOT_A_COLUMN)  # e.g. "onnxruntime-profiler"
+    ops_note: str = field(default="", metadata=NOT_A_COLUMN)  # what the source cannot tell
+    # attached devices (a DUT over serial): the host's clock per inference, apart from the
+    # device's own timer that `latency` holds
+    host_round_trip_p50_ms: Optional[float] = None
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names that are not attributes: a field of one of the parts.
@@ -410,6 +434,12 @@ class Measurement:
             thermal=Thermal.from_proto(result.thermal),
             wall_s=result.wall_s,
             warnings=tuple(result.warnings),
+            ops=tuple(OpProfile.from_proto(op) for op in result.ops),
+            ops_source=result.ops_source,
+            ops_note=result.ops_note,
+            host_round_trip_p50_ms=result.host_round_trip.p50_ms
+            if result.HasField("host_round_trip")
+            else None,
         )
 
     def to_row(self) -> dict[str, Any]:
@@ -452,6 +482,10 @@ class Measurement:
             thermal=Thermal(**(raw.get("thermal") or {})),
             wall_s=raw.get("wall_s", 0.0),
             warnings=tuple(raw.get("warnings", ())),
+            ops=tuple(OpProfile(**op) for op in raw.get("ops", ())),
+            ops_source=raw.get("ops_source", ""),
+            ops_note=raw.get("ops_note", ""),
+            host_round_trip_p50_ms=raw.get("host_round_trip_p50_ms"),
         )
 
 
