@@ -179,8 +179,18 @@ def cli_overhead(small: Path, home: Path) -> dict:
     time is reported apart); the next five reuse it. The agent is stopped at the end.
     """
     env = dict(os.environ, EDGELOOP_HOME=str(home))
-    command = ["edgeloop", "profile", str(small), "--runs", "20", "--warmup", "1",
-               "--min-seconds", "0.001", "--json"]
+    command = [
+        "edgeloop",
+        "profile",
+        str(small),
+        "--runs",
+        "20",
+        "--warmup",
+        "1",
+        "--min-seconds",
+        "0.001",
+        "--json",
+    ]
 
     def once() -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -198,8 +208,11 @@ def cli_overhead(small: Path, home: Path) -> dict:
             values.append((wall - window) * 1e3)
     finally:
         subprocess.run(["edgeloop", "agent", "stop"], env=env, capture_output=True, timeout=60)
-    return {"cli_overhead_ms_median": statistics.median(values), "cli_overhead_ms_all": values,
-            "first_call_overhead_ms": (first_wall - first_window) * 1e3}
+    return {
+        "cli_overhead_ms_median": statistics.median(values),
+        "cli_overhead_ms_all": values,
+        "first_call_overhead_ms": (first_wall - first_window) * 1e3,
+    }
 
 
 def _window_s(data: dict) -> float:
@@ -277,59 +290,130 @@ def push(client, folder: Path) -> dict:
     }
 
 
-def main() -> int:
+PARTS = ("fidelity", "overhead", "push", "cli")
+
+
+def parse_args(argv: list[str] | None = None):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated subset of {','.join(PARTS)} (default: all); the others are "
+        "reported as not measured",
+    )
+    args = parser.parse_args(argv)
+    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"--parts: unknown {unknown}; expected some of {list(PARTS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
     from tests.model_files import build_tflite, tiny_cnn
     from toolkit.transport.local import local_agent
 
+    parts = parse_args(argv).parts
+    nan = float("nan")
+    fid = {
+        "agent_p50_ms": nan,
+        "in_process_p50_ms": nan,
+        "ratio": nan,
+        "litert_tool_p50_ms": None,
+        "ratio_vs_litert_tool": None,
+    }
+    over = {"overhead_ms_median": None}
+    pushed = {"push_mb_s": nan, "raw_tcp_mb_s": nan, "ratio": None, "second_push_ms": None}
+    cli = {"cli_overhead_ms_median": None, "first_call_overhead_ms": nan}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        model = build_model(folder)
         small = build_tflite(tiny_cnn(), folder / "small.tflite")
-        with local_agent(cache_dir=folder / "cache") as client:
-            fid = fidelity(client, model)
-            over = overhead(client, small)
-            pushed = push(client, folder)
-        cli = cli_overhead(small, folder / "home")
-    nan = float("nan")
+        if {"fidelity", "overhead", "push"} & set(parts):
+            with local_agent(cache_dir=folder / "cache") as client:
+                if "fidelity" in parts:
+                    fid = fidelity(client, build_model(folder))
+                if "overhead" in parts:
+                    over = overhead(client, small)
+                if "push" in parts:
+                    pushed = push(client, folder)
+        if "cli" in parts:
+            cli = cli_overhead(small, folder / "home")
     tool_pct = ((fid["ratio_vs_litert_tool"] or nan) - 1) * 100
     figures = {
-        "fidelity_pct": (fid["ratio"] - 1) * 100,
+        "fidelity_pct": (fid["ratio"] - 1) * 100 if "fidelity" in parts else None,
         "overhead_ms": over["overhead_ms_median"],
         "cli_overhead_ms": cli["cli_overhead_ms_median"],
         "push_ratio": pushed["ratio"],
         "second_push_ms": pushed["second_push_ms"],
     }
     checks = {name: met(name, value) for name, value in figures.items()}
+    shown_nan = {k: (nan if v is None else v) for k, v in figures.items()}
 
     def verdict(name: str) -> str:
+        if checks[name] is None:
+            return "not measured"
         bound, kind = TARGETS[name]
-        shown = {"within": f"within ±{bound:g}%", "max": f"≤ {bound:g} ms",
-                 "min": f"≥ {bound:.0%}"}[kind]
+        shown = {
+            "within": f"within ±{bound:g}%",
+            "max": f"≤ {bound:g} ms",
+            "min": f"≥ {bound:.0%}",
+        }[kind]
         return f"{shown}: {'met' if checks[name] else 'MISSED'}"
 
     rows = [
-        ("fidelity: agent p50 / in-process p50",
-         f"{fid['agent_p50_ms']:.3f} / {fid['in_process_p50_ms']:.3f} ms",
-         f"{figures['fidelity_pct']:+.2f}%", verdict("fidelity_pct")),
-        ("fidelity: agent p50 / LiteRT tool p50",
-         f"{fid['agent_p50_ms']:.3f} / {fid['litert_tool_p50_ms'] or nan:.3f} ms",
-         f"{tool_pct:+.2f}%", "(reference)"),
-        ("overhead (client): wall − timed window", f"{figures['overhead_ms']:.1f} ms", "",
-         verdict("overhead_ms")),
-        ("overhead (CLI profile, agent reused)", f"{figures['cli_overhead_ms']:.0f} ms",
-         f"first call {cli['first_call_overhead_ms']:.0f} ms", verdict("cli_overhead_ms")),
-        ("push 64 MiB: gRPC / raw TCP",
-         f"{pushed['push_mb_s']:.0f} / {pushed['raw_tcp_mb_s']:.0f} MB/s",
-         f"{pushed['ratio']:.0%}", verdict("push_ratio")),
-        ("second push of the same model", f"{pushed['second_push_ms']:.1f} ms", "",
-         verdict("second_push_ms")),
+        (
+            "fidelity: agent p50 / in-process p50",
+            f"{fid['agent_p50_ms']:.3f} / {fid['in_process_p50_ms']:.3f} ms",
+            f"{shown_nan['fidelity_pct']:+.2f}%",
+            verdict("fidelity_pct"),
+        ),
+        (
+            "fidelity: agent p50 / LiteRT tool p50",
+            f"{fid['agent_p50_ms']:.3f} / {fid['litert_tool_p50_ms'] or nan:.3f} ms",
+            f"{tool_pct:+.2f}%",
+            "(reference)",
+        ),
+        (
+            "overhead (client): wall − timed window",
+            f"{shown_nan['overhead_ms']:.1f} ms",
+            "",
+            verdict("overhead_ms"),
+        ),
+        (
+            "overhead (CLI profile, agent reused)",
+            f"{shown_nan['cli_overhead_ms']:.0f} ms",
+            f"first call {cli['first_call_overhead_ms']:.0f} ms",
+            verdict("cli_overhead_ms"),
+        ),
+        (
+            "push 64 MiB: gRPC / raw TCP",
+            f"{pushed['push_mb_s']:.0f} / {pushed['raw_tcp_mb_s']:.0f} MB/s",
+            f"{pushed['ratio'] or nan:.0%}",
+            verdict("push_ratio"),
+        ),
+        (
+            "second push of the same model",
+            f"{pushed['second_push_ms'] or nan:.1f} ms",
+            "",
+            verdict("second_push_ms"),
+        ),
     ]
     print_table(rows, ("benchmark", "measured", "ratio", "target"))
-    path = write_results("core", {
-        "figures": figures, "met": checks,
-        "targets": {k: {"bound": b, "kind": kind} for k, (b, kind) in TARGETS.items()},
-        "fidelity": fid, "overhead": over, "cli_overhead": cli, "push": pushed,
-    })
+    path = write_results(
+        "core",
+        {
+            "figures": figures,
+            "met": checks,
+            "targets": {k: {"bound": b, "kind": kind} for k, (b, kind) in TARGETS.items()},
+            "fidelity": fid,
+            "overhead": over,
+            "cli_overhead": cli,
+            "push": pushed,
+            "parts": parts,
+        },
+    )
     print(f"\nwrote {path}")
     return 0 if all(v is not False for v in checks.values()) else 1
 
