@@ -47,3 +47,39 @@ class ProgressLine:
         if self.enabled and self.tty:
             self.stream.write("\r\033[K")
             self.stream.flush()
+
+
+class FleetProgress:
+    """Where a fleet job stands, on stderr: "validate: 12 done, 1 failed, 187 remaining".
+
+    On a terminal it is one updating line; otherwise each device's outcome is a line of its own
+    (a CI log), with the tally after it. Call it with a device's one-line outcome and a tally
+    (anything with done, failed, remaining and in_flight, e.g. toolkit.devices.parallel.Tally).
+    """
+
+    def __init__(self, label: str, total: int, stream=None, enabled: bool = True) -> None:
+        self.label = label
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and self.stream.isatty()
+        self.started = time.monotonic()
+
+    def __call__(self, line: str, tally) -> None:  # noqa: ANN001 - a Tally
+        if not self.enabled:
+            return
+        counts = (f"{tally.done} done, {tally.failed} failed, {tally.remaining} remaining "
+                  f"of {self.total} ({tally.in_flight} in flight)")
+        elapsed = time.monotonic() - self.started
+        if self.tty:
+            if line and "FAIL" in line:  # a failure stays on screen; passes only count
+                self.stream.write(f"\r\033[K  {line}\n")
+            self.stream.write(f"\r\033[K{self.label}: {counts}  {elapsed:5.1f}s")
+        else:
+            self.stream.write(f"  {line}  [{counts}, {elapsed:.1f}s]\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
