@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from toolkit.devices.fleet import Fleet
+from toolkit.devices.parallel import DEFAULT_MAX_PARALLEL, Done, Tally, run_bounded
 from toolkit.devices.precedence import resolve_options
 from toolkit.devices.profile import DeviceProfile
 from toolkit.errors import ConfigError, ModelFileError
@@ -43,7 +43,10 @@ class GateConfig:
         precision: Parity tolerance: "auto" (from the artifact's tensors), "fp32", "fp16", "int8".
         options: Benchmark options; each device's profile fills the fields they leave unset
             (`toolkit.devices.precedence.resolve_options`).
-        max_workers: Devices validated at once (default 0: all of them).
+        max_workers: Devices validated at once (default 0: `DEFAULT_MAX_PARALLEL`, 32).
+        device_timeout_s: A device whose checks have not finished within this fails every
+            check, named as timed out, while the others go on (default 0: no limit beyond
+            each call's own deadline).
         store: Write each measurement to the results store as it arrives (default True).
         baseline: The deployed model; enables the `regression` check on every device.
         max_regression_pct: The regression check fails a candidate slower than the baseline
@@ -60,6 +63,7 @@ class GateConfig:
     precision: str = "auto"
     options: BenchmarkOptions = field(default_factory=BenchmarkOptions)
     max_workers: int = 0
+    device_timeout_s: float = 0.0
     store: bool = True
     baseline: Optional[Path] = None
     max_regression_pct: float = 5.0
@@ -158,14 +162,16 @@ def _benchmark_and_budgets(run: _DeviceRun, client: Any, profile: DeviceProfile,
 
 
 def run_gate(artifact: Path, fleet: Fleet, config: Optional[GateConfig] = None,
-             on_device: Optional[Callable[[DeviceReport], None]] = None) -> GateReport:
-    """Validates one artifact on every device of a fleet, concurrently.
+             on_device: Optional[Callable[[DeviceReport], None]] = None,
+             on_progress: Optional[Callable[[DeviceReport, Tally], None]] = None) -> GateReport:
+    """Validates one artifact on every device of a fleet, `config.max_workers` at a time.
 
     Args:
         artifact: The model file (.tflite, .onnx, .pt2).
         fleet: The devices; each profile's budgets apply to it.
         config: References, data and options (default GateConfig()).
         on_device: Called with each device's report as it completes (any order).
+        on_progress: Like `on_device`, with the tally (done, failed, remaining, in flight).
 
     Raises:
         ConfigError / ModelFileError: Bad artifact, reference or data (before any device).
@@ -175,16 +181,28 @@ def run_gate(artifact: Path, fleet: Fleet, config: Optional[GateConfig] = None,
         raise ModelFileError(f"{artifact}: no such artifact")
     prep = prepare(Path(artifact), config)
     started_unix, started = time.time(), time.perf_counter()
-    workers = config.max_workers or len(fleet.devices)
 
-    def one(profile: DeviceProfile) -> DeviceReport:
-        report = validate_device(profile, prep, config)
+    def report_of(done: Done) -> DeviceReport:
+        if done.value is not None:
+            return done.value
+        reason = done.error if done.timed_out else f"the gate failed: {done.error}"
+        checks = tuple(CheckResult(done.item.name, name, False, f"{reason} (--device-timeout)"
+                                   if done.timed_out else reason)
+                       for name in plan_checks(done.item, prep))
+        return DeviceReport(done.item.name, done.item.address or "", checks,
+                            duration_s=done.seconds)
+
+    def arrived(done: Done, tally: Tally) -> None:
+        report = report_of(done)
         if on_device is not None:
             on_device(report)
-        return report
+        if on_progress is not None:
+            on_progress(report, tally)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gate") as pool:
-        reports = tuple(pool.map(one, fleet.devices))
+    outcomes = run_bounded(fleet.devices, lambda p: validate_device(p, prep, config),
+                           config.max_workers or DEFAULT_MAX_PARALLEL, config.device_timeout_s,
+                           arrived, failed=lambda r: not r.passed, name="gate")
+    reports = tuple(report_of(d) for d in outcomes)
     settings = {
         "reference": prep.reference.source if prep.reference else None,
         "data": config.data, "accuracy_floor_pct": prep.accuracy_floor_pct,
