@@ -8,7 +8,14 @@ from typing import Optional
 
 import click
 
-from toolkit.cli.fleet import device_option, fleet_option, select_fleet
+from toolkit.cli.fleet import (
+    device_option,
+    device_timeout_option,
+    fleet_option,
+    max_parallel_option,
+    select_fleet,
+    select_tag_option,
+)
 
 
 def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
@@ -24,6 +31,7 @@ def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @fleet_option
 @device_option
+@select_tag_option
 @click.option("--reference-model", help="Torch model spec whose outputs the artifact must match.")
 @click.option("--reference", "reference_npz", type=click.Path(path_type=Path),
               help="Reference .npz with 'inputs' and 'outputs' arrays (batch first).")
@@ -43,18 +51,22 @@ def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
                    "confidence (lower bound of the 95% interval of the p50 ratio above it).")
 @click.option("--baseline-rounds", type=int, default=6, show_default=True,
               help="Interleaved rounds of baseline and artifact per device.")
-@click.option("--workers", type=int, default=0, help="Devices at once (0: all).")
+@max_parallel_option
+@device_timeout_option(600.0, "every check FAILs with the reason")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write HTML report.")
 @click.option("--no-store", is_flag=True, help="Do not write measurements to the results store.")
 def validate(artifact: Path, fleet: Optional[str], devices: tuple[str, ...],
-             reference_model: Optional[str], reference_npz: Optional[Path],
+             select_tags: tuple[str, ...], reference_model: Optional[str],
+             reference_npz: Optional[Path],
              data: Optional[str], min_accuracy: Optional[float], precision: str, runs: int,
              min_seconds: float, baseline: Optional[Path], max_regression: float,
-             baseline_rounds: int, workers: int, junit_path: Optional[Path],
+             baseline_rounds: int, max_parallel: int, device_timeout: float,
+             junit_path: Optional[Path],
              json_path: Optional[Path], html_path: Optional[Path], no_store: bool) -> None:
     """Validate ARTIFACT on every device of a fleet: budgets, parity, accuracy."""
+    from toolkit.cli.progress import FleetProgress
     from toolkit.measurement import BenchmarkOptions
     from toolkit.validate import (
         GateConfig,
@@ -66,23 +78,29 @@ def validate(artifact: Path, fleet: Optional[str], devices: tuple[str, ...],
     )
     from toolkit.validate.report import summary_line
 
-    chosen = select_fleet(fleet, devices)
+    chosen = select_fleet(fleet, devices, select_tags)
     config = GateConfig(
         reference_model=reference_model, reference_outputs=reference_npz, data=data,
-        min_accuracy_pct=min_accuracy, precision=precision, max_workers=workers,
+        min_accuracy_pct=min_accuracy, precision=precision, max_workers=max_parallel,
+        device_timeout_s=device_timeout,
         options=BenchmarkOptions(min_runs=runs, min_seconds=min_seconds), store=not no_store,
         baseline=baseline, max_regression_pct=max_regression, baseline_rounds=baseline_rounds,
     )
     click.echo(f"validating {artifact} on {len(chosen.devices)} devices of fleet {chosen.name}",
                err=True)
 
-    def progress(device_report) -> None:  # noqa: ANN001
-        failed = ", ".join(c.check for c in device_report.failures)
-        state = "PASS" if device_report.passed else f"FAIL ({failed})"
-        click.echo(f"  {device_report.device}: {state} in {device_report.duration_s:.1f} s",
-                   err=True)
+    line = FleetProgress("validate", len(chosen.devices))
 
-    report = run_gate(artifact, chosen, config, on_device=progress)
+    def progress(device_report, tally) -> None:  # noqa: ANN001
+        failures = device_report.failures
+        state = "PASS" if device_report.passed else (
+            f"FAIL ({', '.join(c.check for c in failures)}: {failures[0].message[:120]})")
+        line(f"{device_report.device}: {state} in {device_report.duration_s:.1f} s", tally)
+
+    try:
+        report = run_gate(artifact, chosen, config, on_progress=progress)
+    finally:
+        line.close()
     click.echo(render_text(report))
     for path, writer in ((junit_path, write_junit), (json_path, write_json),
                          (html_path, write_html)):

@@ -1,12 +1,13 @@
 """Fleets: a named list of device profiles (YAML `name:` + `devices:`), inline or by name.
 
-    name: lab
-    description: bench devices in room 2
-    devices:
-      - jetson-orin-nano            # a profile by name (profiles/) or a path beside this file
-      - name: pi-42                 # an inline profile
-        address: 10.0.0.42:50051
-        budgets: {latency_p90_ms: 20}
+name: lab
+description: bench devices in room 2
+devices:
+  - jetson-orin-nano            # a profile by name (profiles/) or a path beside this file
+  - name: pi-42                 # an inline profile
+    address: 10.0.0.42:50051
+    budgets: {latency_p90_ms: 20}
+    tags: [raspberry-pi, arm64]  # `--select-tag arm64` picks the devices with that tag
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ class Fleet:
             raise ConfigError(f"{where}: devices: expected a list of profiles or profile names")
         base = Path(source).parent if source else None
         devices = tuple(_device(entry, i, where, base) for i, entry in enumerate(entries))
-        return cls(name=name, devices=devices, description=str(raw.get("description") or ""),
-                   source=source)
+        return cls(
+            name=name, devices=devices, description=str(raw.get("description") or ""), source=source
+        )
 
     @classmethod
     def of(cls, specs: Sequence[Union[str, DeviceProfile]], name: str = "devices") -> Fleet:
@@ -68,6 +70,26 @@ class Fleet:
         from toolkit.devices.connect import resolve_profile
 
         return cls(name=name, devices=tuple(resolve_profile(s) for s in specs))
+
+    def select(self, tags: Sequence[str]) -> Fleet:
+        """The devices whose profile has every one of `tags` (a profile's `tags:` list).
+
+        Raises:
+            ConfigError: no device has them all (the message lists the tags there are).
+        """
+        wanted = [t for t in tags if t]
+        if not wanted:
+            return self
+        chosen = tuple(d for d in self.devices if all(t in d.tags for t in wanted))
+        if not chosen:
+            there = sorted({t for d in self.devices for t in d.tags})
+            where = self.source or f"fleet {self.name!r}"
+            raise ConfigError(
+                f"{where}: no device has tag(s) {', '.join(wanted)}; the tags "
+                f"there are: {', '.join(there) or 'none'}"
+            )
+        label = f"{self.name}[{','.join(wanted)}]"
+        return Fleet(label, chosen, self.description, self.source)
 
 
 def _device(entry: Any, index: int, where: str, base: Optional[Path]) -> DeviceProfile:
@@ -82,7 +104,8 @@ def _device(entry: Any, index: int, where: str, base: Optional[Path]) -> DeviceP
         except ConfigError as exc:
             raise ConfigError(f"{where}: devices[{index}]: {exc}") from None
     raise ConfigError(
-        f"{where}: devices[{index}]: expected a profile name or a mapping, got {entry!r}")
+        f"{where}: devices[{index}]: expected a profile name or a mapping, got {entry!r}"
+    )
 
 
 def _nearby(entry: str, base: Optional[Path]) -> list[Path]:

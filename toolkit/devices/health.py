@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from toolkit.devices.connect import open_device
 from toolkit.devices.fleet import Fleet
+from toolkit.devices.parallel import DEFAULT_MAX_PARALLEL, Done, Tally, run_bounded
 from toolkit.devices.profile import DeviceProfile
 
 
@@ -65,27 +66,72 @@ def check_device(profile: DeviceProfile) -> DeviceHealth:
             address = getattr(client, "address", address)
     except Exception as exc:  # noqa: BLE001 - any failure is this device's state, reported
         return DeviceHealth(
-            device=profile.name, address=address, transport=_transport(profile), reachable=False,
-            error=f"{type(exc).__name__}: {exc}", check_ms=(time.perf_counter() - started) * 1e3,
+            device=profile.name,
+            address=address,
+            transport=_transport(profile),
+            reachable=False,
+            error=f"{type(exc).__name__}: {exc}",
+            check_ms=(time.perf_counter() - started) * 1e3,
         )
     return DeviceHealth(
-        device=profile.name, address=address, transport=_transport(profile), reachable=True,
-        hostname=info.hostname, device_id=info.device_id, arch=info.arch,
-        agent_version=info.agent_version, protocol_version=info.protocol_version,
+        device=profile.name,
+        address=address,
+        transport=_transport(profile),
+        reachable=True,
+        hostname=info.hostname,
+        device_id=info.device_id,
+        arch=info.arch,
+        agent_version=info.agent_version,
+        protocol_version=info.protocol_version,
         runtimes=tuple(f"{r.name} {r.version}".strip() for r in info.runtimes if r.available),
         sensors=tuple(s.name for s in info.sensors if s.available),
-        disk_free_mb=info.disk_free_bytes / 2**20, temperature_c=info.temperature_c,
+        disk_free_mb=info.disk_free_bytes / 2**20,
+        temperature_c=info.temperature_c,
         check_ms=(time.perf_counter() - started) * 1e3,
     )
 
 
-def check_fleet(fleet: Fleet, max_workers: int = 0) -> list[DeviceHealth]:
-    """Checks every device concurrently; results in the fleet's order.
+def check_fleet(
+    fleet: Fleet,
+    max_workers: int = 0,
+    timeout_s: float = 30.0,
+    on_done: Optional[Callable[[DeviceHealth, Tally], None]] = None,
+) -> list[DeviceHealth]:
+    """Checks every device, at most `max_workers` at once; results in the fleet's order.
 
     Args:
         fleet: The devices.
-        max_workers: Parallel checks (default 0: one per device, at most 32).
+        max_workers: Parallel checks (default 0: `DEFAULT_MAX_PARALLEL`, 32).
+        timeout_s: A device that has not answered within this is DOWN, named as timed out
+            (default 30 s; 0: only the client's own deadlines).
+        on_done: Called with each device's record as it arrives, and the tally so far.
     """
-    workers = max_workers or min(32, len(fleet.devices))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="health") as pool:
-        return list(pool.map(check_device, fleet.devices))
+
+    def report(done: Done, tally: Tally) -> None:
+        if on_done is not None:
+            on_done(_record(done), tally)
+
+    outcomes = run_bounded(
+        fleet.devices,
+        check_device,
+        max_workers or DEFAULT_MAX_PARALLEL,
+        timeout_s,
+        report,
+        failed=lambda h: not h.reachable,
+        name="health",
+    )
+    return [_record(d) for d in outcomes]
+
+
+def _record(done: Done) -> DeviceHealth:
+    if done.value is not None:
+        return done.value
+    profile = done.item
+    return DeviceHealth(
+        device=profile.name,
+        address=profile.address or profile.transport,
+        transport=_transport(profile),
+        reachable=False,
+        error=done.error,
+        check_ms=done.seconds * 1e3,
+    )
