@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from toolkit.devices.profile import DeviceProfile, load_profile, load_yaml
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, SetupError
 from toolkit.paths import profile_dirs
 
 FLEET_KEYS = ("name", "description", "devices")
@@ -75,7 +75,8 @@ class Fleet:
         """The devices whose profile has every one of `tags` (a profile's `tags:` list).
 
         Raises:
-            ConfigError: no device has them all (the message lists the tags there are).
+            SetupError: no device has them all (the message lists the tags there are); the
+                command line ends with exit code 2.
         """
         wanted = [t for t in tags if t]
         if not wanted:
@@ -84,7 +85,7 @@ class Fleet:
         if not chosen:
             there = sorted({t for d in self.devices for t in d.tags})
             where = self.source or f"fleet {self.name!r}"
-            raise ConfigError(
+            raise SetupError(
                 f"{where}: no device has tag(s) {', '.join(wanted)}; the tags "
                 f"there are: {', '.join(there) or 'none'}"
             )
