@@ -212,6 +212,11 @@ def run_gate(artifact: Path, fleet: Fleet, config: Optional[GateConfig] = None,
                       "max_regression_pct": config.max_regression_pct,
                       "rounds": config.baseline_rounds} if prep.baseline else None),
     }
-    return GateReport(str(prep.artifact), prep.sha256, prep.size_bytes, fleet.name,
-                      prep.precision, reports, started_unix, time.perf_counter() - started,
-                      settings)
+    report = GateReport(str(prep.artifact), prep.sha256, prep.size_bytes, fleet.name,
+                        prep.precision, reports, started_unix, time.perf_counter() - started,
+                        settings)
+    if config.store:  # the finished gate, per device and check, in the results database
+        from toolkit.db.validation import record_gate
+
+        record_gate(report)
+    return report
