@@ -125,6 +125,9 @@ def compress(
                  records, artifact_records)
     card_path = card.save(out / "card.json")
     say(f"card written to {card_path}")
+    from toolkit.db.lineage import record_compression  # lineage: artifact sha → recipe → parent
+
+    record_compression(card, current)
     return CompressionResult(torch_model=current, artifacts=paths, card=card, card_path=card_path)
 
 
