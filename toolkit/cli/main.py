@@ -17,6 +17,7 @@ import sys
 import click
 
 from toolkit import __version__
+from toolkit.cli.db import db_option
 from toolkit.errors import EdgeloopError, SetupError
 
 ERROR_EXIT = 1
@@ -31,6 +32,7 @@ COMMANDS = {
     "results": "toolkit.cli.results:results",
     "compress": "toolkit.cli.compress:compress",
     "evaluate": "toolkit.cli.evaluate:evaluate",
+    "db": "toolkit.cli.db:db",
     "tune": "toolkit.cli.tune:tune",
     "demo": "toolkit.cli.tune:demo",
     "validate": "toolkit.cli.validate:validate",
@@ -61,6 +63,7 @@ class LazyGroup(click.Group):
               help="Show third-party output (warnings, converter logs) instead of sending it to "
                    "the output folder's edgeloop.log.")
 @click.pass_context
+@db_option
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """edgeloop: compress, convert and measure models on real devices.
 

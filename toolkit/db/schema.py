@@ -175,7 +175,7 @@ gate_results = Table(
     Column("device", Text, nullable=False),
     Column("check", Text, nullable=False),  # a reserved word in SQL: quote it in raw SQL
     Column("passed", Boolean, nullable=False),
-    Column("detail", Text),
+    Column("detail", Text),  # JSON: {"message", and measured/limit/unit/... when known}
     Column("junit_path", Text),
     Column("html_path", Text),
     Column("started", Float(precision=53), nullable=False),

@@ -1,0 +1,46 @@
+"""Tuning runs by id across hosts: a run started on one host can be resumed on another that
+points at the same database, from the `run.json` its `tune_runs` row keeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from sqlalchemy import Engine, select
+
+from toolkit.db import schema
+from toolkit.db.engine import get_engine
+from toolkit.db.upgrade import ensure_current
+from toolkit.paths import edgeloop_home
+
+RUN_FILE = "run.json"
+
+
+def restore_run_file(run_id: str, out_dir: Optional[Path] = None,
+                     engine: Optional[Engine] = None) -> Optional[Path]:  # fmt: skip
+    """Writes `<out_dir>/<run_id>/run.json` from the database when this host lacks it.
+
+    Args:
+        run_id: the run's id (a folder path that holds a run.json is left alone).
+        out_dir: folder holding runs (default `<edgeloop home>/runs`, as `tune` uses).
+        engine: the database (default: `toolkit.db.engine.get_engine()`).
+
+    Returns:
+        The file written, or None (the run is here already, or the database does not know it).
+    """
+    if (Path(run_id) / RUN_FILE).is_file():
+        return None
+    folder = Path(out_dir or edgeloop_home() / "runs") / run_id
+    if (folder / RUN_FILE).is_file():
+        return None
+    engine = engine or get_engine()
+    ensure_current(engine)
+    t = schema.tune_runs
+    with engine.connect() as conn:
+        text = conn.execute(select(t.c.config_json).where(t.c.run_id == run_id)).scalar()
+    if not text:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / RUN_FILE
+    path.write_text(text)
+    return path
