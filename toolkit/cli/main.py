@@ -27,12 +27,13 @@ INFEASIBLE_EXIT = 3  # tune: no candidate met the budgets
 COMMANDS = {
     "agent": "toolkit.cli.agent:agent",
     "compare": "toolkit.cli.compare:compare",
+    "dashboard": "toolkit.cli.dashboard:dashboard",
     "devices": "toolkit.cli.devices:devices",
     "profile": "toolkit.cli.profile:profile",
     "results": "toolkit.cli.results:results",
     "compress": "toolkit.cli.compress:compress",
-    "evaluate": "toolkit.cli.evaluate:evaluate",
     "db": "toolkit.cli.db:db",
+    "evaluate": "toolkit.cli.evaluate:evaluate",
     "tune": "toolkit.cli.tune:tune",
     "demo": "toolkit.cli.tune:demo",
     "validate": "toolkit.cli.validate:validate",
@@ -62,8 +63,8 @@ class LazyGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True,
               help="Show third-party output (warnings, converter logs) instead of sending it to "
                    "the output folder's edgeloop.log.")
-@click.pass_context
 @db_option
+@click.pass_context
 def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """edgeloop: compress, convert and measure models on real devices.
 

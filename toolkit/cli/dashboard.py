@@ -1,0 +1,75 @@
+"""`edgeloop dashboard`: serve the lab dashboard (read-only) over the results database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+
+@click.command()
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8750,
+    show_default=True,
+    help="TCP port (0: a free one, printed at start).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; beyond loopback --token-file is required.",
+)
+@click.option(
+    "--db",
+    "db_url",
+    help="Results database URL or SQLite file [$EDGELOOP_DB, else the embedded "
+    "store under EDGELOOP_HOME].",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path),
+    help="File holding the token every request must carry (not readable by other "
+    "users); required beyond loopback.",
+)
+def dashboard(port: int, host: str, db_url: Optional[str], token_file: Optional[Path]) -> None:
+    """Serve the web dashboard: devices, measurements, lineage, compare, tuning runs, gates,
+    history. Read-only; works offline (plotly.js is served from the installed package)."""
+    import socket
+
+    import uvicorn
+
+    from toolkit.dashboard.app import create_app
+    from toolkit.dashboard.auth import check_listen, load_dashboard_token
+    from toolkit.dashboard.readonly import database_url
+
+    token = load_dashboard_token(token_file)
+    policy = check_listen(host, token)
+    app = create_app(db_url, token=token)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        from toolkit.errors import SetupError
+
+        sock.close()
+        raise SetupError(f"--host {host} --port {port}: cannot listen ({exc.strerror})") from None
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"edgeloop dashboard on http://{shown}:{bound}/ reading "
+        f"{_shown_url(database_url(db_url))} ({policy})",
+        err=True,
+    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _shown_url(url: str) -> str:
+    from toolkit.db.engine import display_url
+
+    return display_url(url)
