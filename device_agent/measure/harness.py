@@ -28,6 +28,7 @@ from device_agent.sensors.sampler import PowerSampler, energy_per_inference_mj
 
 Emit = Callable[[pb.Progress], None]
 PROGRESS_EVERY_S = 0.25
+PER_OP_MAX_RUNS = 50  # runs under a per-operator profiler (at most min_runs)
 
 
 def tensor_spec(info: TensorInfo) -> pb.TensorSpec:
@@ -94,7 +95,8 @@ def run_benchmark(
     result.inputs.extend(tensor_spec(i) for i in model.inputs)
     result.accelerator = getattr(model, "accelerator", options.accelerator or "cpu")
 
-    model.set_inputs(benchmark_inputs(model.inputs))
+    inputs = benchmark_inputs(model.inputs)
+    model.set_inputs(inputs)
     t0 = time.perf_counter()
     model.run()
     result.first_inference_ms = (time.perf_counter() - t0) * 1e3
@@ -158,8 +160,38 @@ def run_benchmark(
     result.device_state.CopyFrom(state)
     _thermal(result, before, after)
     _warn(result)
+    if options.per_op:  # after every timed figure and the peak memory: they stay untouched
+        _profile_ops(model, runtime.name, inputs, options, result, clock)
     model.close()
     return result
+
+
+def _profile_ops(model, runtime_name: str, inputs, options, result, clock: _Clock) -> None:
+    """Fills result.ops / ops_source / ops_note from the runtime's per-operator profiler; a
+    failure there becomes a note and a warning, never a lost measurement."""
+    runs = max(1, min(options.min_runs or PER_OP_MAX_RUNS, PER_OP_MAX_RUNS))
+    clock.tick("per-op", 0, runs, True)
+    try:
+        table = model.profile_ops(inputs, runs)
+    except Exception as exc:  # the profile is an extra: the timed result stands
+        result.ops_note = f"per-operator profile failed: {type(exc).__name__}: {exc}"[:500]
+        result.warnings.append(result.ops_note)
+        return
+    clock.tick("per-op", runs, runs, True)
+    if table is None:
+        result.ops_note = f"runtime {runtime_name} has no per-operator profile"
+        return
+    total = table.total_ms
+    for row in table.rows:
+        result.ops.add(
+            name=row.name,
+            op_type=row.op_type,
+            calls=row.calls,
+            mean_ms=row.mean_ms,
+            share=row.mean_ms / total if total > 0 else 0.0,
+        )
+    result.ops_source = table.source
+    result.ops_note = table.note
 
 
 def _loop(

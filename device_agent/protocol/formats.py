@@ -17,6 +17,8 @@ def detect_format(head: bytes) -> str:
     """Guesses the model format from its first 16 bytes ("" when unknown)."""
     if len(head) >= 8 and head[4:8] == b"TFL3":
         return "tflite"
+    if len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit():
+        return "pte"  # ExecuTorch flatbuffer, file identifier "ET" + schema version ("ET12")
     if head[:2] == b"PK":
         return "pt2"  # torch.export archives are zip files
     if head[:1] == b"\x08":

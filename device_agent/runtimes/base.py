@@ -63,10 +63,49 @@ class TensorInfo:
         )
 
 
+@dataclass(frozen=True)
+class OpRow:
+    """One operator (or node) of a per-operator profile.
+
+    Attributes:
+        name: the node or layer as the runtime names it (ONNX node names and torch.export
+            node paths carry the module path, e.g. ``/features/0/Conv`` or ``features.0``).
+        op_type: the kind of op (``Conv``, ``aten.conv2d.default``, ``DEPTHWISE_CONV_2D``).
+        calls: executions per inference.
+        mean_ms: mean time per inference in milliseconds; 0 when the source has no times.
+    """
+
+    name: str
+    op_type: str
+    calls: int
+    mean_ms: float
+
+
+@dataclass(frozen=True)
+class OpsTable:
+    """A per-operator profile: rows, the profiler that made them, what it cannot tell.
+
+    Attributes:
+        rows: one per operator, in execution order.
+        source: ``onnxruntime-profiler``, ``torch-profiler``, ``etdump``, ``tflite-op-histogram``.
+        note: what the source cannot tell (empty when nothing to say).
+    """
+
+    rows: tuple[OpRow, ...]
+    source: str
+    note: str = ""
+
+    @property
+    def total_ms(self) -> float:
+        """Sum of the rows' mean times (0 when the source has no times)."""
+        return sum(r.mean_ms for r in self.rows)
+
+
 class LoadedModel(ABC):
     """A model loaded into a runtime, ready to run.
 
     `set_inputs` stages inputs, `run` executes once (the timed part), `outputs` reads results.
+    `profile_ops` is optional: runtimes with a per-operator profiler override it.
     """
 
     inputs: list[TensorInfo]
@@ -86,6 +125,15 @@ class LoadedModel(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Releases runtime resources."""
+
+    def profile_ops(self, inputs: list[np.ndarray], runs: int) -> Optional[OpsTable]:
+        """Runs `runs` inferences on `inputs` under the runtime's own per-operator profiler.
+
+        Called after the timed window (its overhead never reaches the timed figures), on a
+        second session or program where the runtime needs one. None: this runtime has no
+        per-operator profile.
+        """
+        return None
 
 
 class Runtime(ABC):

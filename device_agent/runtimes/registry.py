@@ -12,9 +12,10 @@ RUNTIMES: dict[str, str] = {
     "onnx": "device_agent.runtimes.onnx:OnnxRuntime",
     "torch": "device_agent.runtimes.torch_pt2:TorchRuntime",
     "tflm": "device_agent.runtimes.tflm:TFLMRuntime",
+    "executorch": "device_agent.runtimes.executorch_rt:ExecuTorchRuntime",
 }
 
-DEFAULT_FOR_FORMAT = {"tflite": "tflite", "onnx": "onnx", "pt2": "torch"}
+DEFAULT_FOR_FORMAT = {"tflite": "tflite", "onnx": "onnx", "pt2": "torch", "pte": "executorch"}
 
 
 class UnknownRuntimeError(LookupError):

@@ -8,7 +8,19 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.runtimes.base import LoadedModel, Runtime, RuntimeStatus, TensorInfo
+from device_agent.runtimes.base import (
+    LoadedModel,
+    OpRow,
+    OpsTable,
+    Runtime,
+    RuntimeStatus,
+    TensorInfo,
+)
+
+TFLITE_OPS_NOTE = (
+    "LiteRT's Python API has no per-operator timing: op counts only (mean_ms 0); "
+    "for times, run LiteRT's benchmark_model with --enable_op_profiling on the device"
+)
 
 _MODULES = ("ai_edge_litert", "tflite_runtime")
 
@@ -55,8 +67,9 @@ def tensor_info(detail: dict) -> TensorInfo:
 
 
 class TFLiteModel(LoadedModel):
-    def __init__(self, interpreter: Any) -> None:
+    def __init__(self, interpreter: Any, path: str = "") -> None:
         self._interp = interpreter
+        self._path = path
         self._interp.allocate_tensors()
         self._in = self._interp.get_input_details()
         self._out = self._interp.get_output_details()
@@ -82,6 +95,22 @@ class TFLiteModel(LoadedModel):
     def get_outputs(self) -> list[np.ndarray]:
         return [np.array(self._interp.get_tensor(d["index"])) for d in self._out]
 
+    def profile_ops(self, inputs: list[np.ndarray], runs: int) -> OpsTable:
+        """The model's op histogram (LiteRT's Python API times no single op): one row per op
+        type with its count, mean_ms 0, and how many ops the delegate took, in the note."""
+        ops = _model_ops(self._path) if self._path else None
+        delegated = [op for op in self._interp._get_ops_details() if op["op_name"] == "DELEGATE"]
+        if ops is None:  # no resolver choice in this module: the loaded graph, delegates aside
+            ops = [op for op in self._interp._get_ops_details() if op["op_name"] != "DELEGATE"]
+        counts: dict[str, int] = {}
+        for op in ops:
+            counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+        rows = tuple(OpRow(name, name, n, 0.0) for name, n in counts.items())
+        note = TFLITE_OPS_NOTE
+        if delegated:
+            note += f"; {len(delegated)} delegate partition(s) run them"
+        return OpsTable(rows, "tflite-op-histogram", note)
+
 
 class TFLiteRuntime(Runtime):
     name = "tflite"
@@ -100,4 +129,18 @@ class TFLiteRuntime(Runtime):
         kwargs = {"model_path": path}
         if threads > 0:
             kwargs["num_threads"] = threads
-        return TFLiteModel(module.Interpreter(**kwargs))
+        return TFLiteModel(module.Interpreter(**kwargs), path)
+
+
+def _model_ops(path: str) -> Any:
+    """The ops the model file holds (before any delegate replaces them), or None when the
+    interpreter module cannot leave its default delegates out."""
+    module, _, _ = _interpreter_module()
+    resolver = getattr(module, "OpResolverType", None)
+    if resolver is None:
+        return None
+    plain = module.Interpreter(
+        model_path=path,
+        experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    return plain._get_ops_details()

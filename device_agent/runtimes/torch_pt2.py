@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.runtimes.base import LoadedModel, Runtime, RuntimeStatus, TensorInfo
+from device_agent.runtimes.base import (
+    LoadedModel,
+    OpRow,
+    OpsTable,
+    Runtime,
+    RuntimeStatus,
+    TensorInfo,
+)
 from device_agent.runtimes.pt2_safety import check_pt2
 
 
@@ -64,6 +71,69 @@ class TorchModel(LoadedModel):
             ]
         return arrays
 
+    def profile_ops(self, inputs: list[np.ndarray], runs: int) -> OpsTable:
+        """torch.profiler over `runs` runs of the graph node by node (torch.fx.Interpreter),
+        each node inside a `record_function` named after it: its CPU time (the aten op and
+        what it calls), with the torch module the node came from (``nn_module_stack``)."""
+        torch = self._torch
+        from torch.profiler import ProfilerActivity, profile, record_function
+
+        graph_module = self._module
+        nodes = [n for n in graph_module.graph.nodes if n.op == "call_function"]
+        labels = {node: f"edgeloop.node.{i}" for i, node in enumerate(nodes)}
+
+        class Labelled(torch.fx.Interpreter):
+            def run_node(self, n: Any) -> Any:
+                label = labels.get(n)
+                if label is None:
+                    return super().run_node(n)
+                with record_function(label):
+                    return super().run_node(n)
+
+        staged = [torch.from_numpy(np.ascontiguousarray(a)).to(self._device) for a in inputs]
+        interpreter = Labelled(graph_module)
+        with torch.inference_mode():
+            interpreter.run(*staged)  # warm-up, not profiled
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(runs):
+                    interpreter.run(*staged)
+        times = {e.key: (e.count, e.cpu_time_total) for e in prof.key_averages()}
+        rows = []
+        for node in nodes:
+            count, total_us = times.get(labels[node], (0, 0.0))
+            module = _module_path(node)
+            rows.append(
+                OpRow(
+                    name=f"{module}:{node.name}" if module else node.name,
+                    op_type=_op_type(node.target),
+                    calls=max(round(count / runs), 1) if count else 0,
+                    mean_ms=total_us / runs / 1e3,
+                )
+            )
+        return OpsTable(
+            tuple(rows),
+            "torch-profiler",
+            "node by node (torch.fx.Interpreter) under torch.profiler: each op's CPU time "
+            "includes a little interpreter overhead; the plain run is one call",
+        )
+
+
+def _module_path(node: Any) -> str:
+    """The innermost torch module a graph node came from (``features.0``), or ""."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return str(path).replace("L['self'].", "").replace("L__self___", "")
+
+
+def _op_type(target: Any) -> str:
+    name = getattr(target, "__name__", None) or str(target)
+    overload = getattr(target, "_overloadpacket", None)
+    if overload is not None:  # aten.conv2d.default -> aten.conv2d
+        return f"aten.{overload.__name__}"
+    return name
+
 
 def _placeholder_meta(program: Any, name: str) -> Any:
     for node in program.graph.nodes:
@@ -104,7 +174,10 @@ def _probe_once() -> tuple[str, ...]:
 
     try:
         out = subprocess.run(  # under the children's limits and --run-as user, like every child
-            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120,
+            [sys.executable, "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=120,
             **current().popen_kwargs(),
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
