@@ -9,11 +9,11 @@ from pathlib import Path
 from device_agent.protocol.formats import detect_format
 from toolkit.errors import ModelFileError
 
-EXTENSIONS = {".tflite": "tflite", ".onnx": "onnx", ".pt2": "pt2"}
+EXTENSIONS = {".tflite": "tflite", ".onnx": "onnx", ".pt2": "pt2", ".pte": "pte"}
 
 
 def model_format(path: Path) -> str:
-    """Returns "tflite", "onnx" or "pt2"; raises ModelFileError naming the file otherwise."""
+    """Returns "tflite", "onnx", "pt2" or "pte"; raises ModelFileError naming the file otherwise."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such file")
@@ -21,7 +21,7 @@ def model_format(path: Path) -> str:
         raise ModelFileError(f"{path}: not a file")
     fmt = EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
-        raise ModelFileError(f"{path}: not a model file (expected .tflite, .onnx or .pt2)")
+        raise ModelFileError(f"{path}: not a model file (expected .tflite, .onnx, .pt2 or .pte)")
     with path.open("rb") as f:
         head = f.read(16)
     sniffed = detect_format(head)
