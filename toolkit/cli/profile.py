@@ -10,6 +10,7 @@ import click
 from device_agent.measure import device_state
 from device_agent.measure.device_state import format_cpu_list
 from device_agent.measure.options import DEFAULTS
+from toolkit.cli.db import tag_option
 from toolkit.cli.display import printable
 from toolkit.measurement import BenchmarkOptions, Measurement
 
@@ -146,6 +147,7 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
     "their p50s and their spread. Every run is stored as it arrives.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
+@tag_option
 def profile(
     model, device, runtime, threads, runs, warmup, min_seconds, timeout, power_sensor,
     cooldown_s, max_start_temp_c, start_temp_timeout_s, cpu_affinity, repeat, as_json,

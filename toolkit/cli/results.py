@@ -27,6 +27,12 @@ TABLE_COLUMNS = [
 @click.option("--device", help="Only this device id or hostname.")
 @click.option("--model", help="Only this model (sha256 prefix or name).")
 @click.option("--run", "run_id", help="Only this run id.")
+@click.option("--tag", help="Only rows stored with this label (`--tag` of profile/validate/tune).")
+@click.option(
+    "--lineage",
+    metavar="SHA",
+    help="Print an artifact's lineage instead: recipe, parent sha chain, its measurements.",
+)
 @click.option(
     "--format",
     "fmt",
@@ -40,14 +46,17 @@ TABLE_COLUMNS = [
     type=click.Path(dir_okay=False),
     help="Write to a file (required for parquet).",
 )
-def results(device, model, run_id, fmt, output) -> None:
+def results(device, model, run_id, tag, lineage, fmt, output) -> None:
     """Show stored measurements (a pandas DataFrame underneath)."""
     import pandas as pd
 
     from toolkit.errors import ConfigError
     from toolkit.results.store import ResultsStore
 
-    frame = ResultsStore().query(device=device, model=model, run_id=run_id)
+    if lineage:
+        _print_lineage(lineage)
+        return
+    frame = ResultsStore().query(device=device, model=model, run_id=run_id, tag=tag)
     if fmt == "parquet":
         if not output:
             raise ConfigError("--format parquet: expected --output FILE (parquet is binary)")
@@ -74,3 +83,22 @@ def results(device, model, run_id, fmt, output) -> None:
         click.echo(f"wrote {len(frame)} rows to {output}")
     else:
         sys.stdout.write(text + "\n")
+
+
+def _print_lineage(sha: str) -> None:
+    """`--lineage SHA`: the artifact's recipe, its parents, its measurements."""
+    from toolkit.db.engine import get_engine
+    from toolkit.db.lineage import lineage, render
+    from toolkit.db.upgrade import where
+    from toolkit.errors import ConfigError
+
+    try:
+        found = lineage(sha)
+    except LookupError as exc:
+        raise ConfigError(f"--lineage: {exc}") from None
+    if found is None:
+        raise ConfigError(
+            f"--lineage {sha}: no artifact with that sha256 in {where(get_engine())} "
+            "(artifacts are recorded by compress and tune)"
+        )
+    sys.stdout.write(render(found) + "\n")

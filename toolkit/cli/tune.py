@@ -8,6 +8,7 @@ from typing import Optional
 
 import click
 
+from toolkit.cli.db import tag_option
 from toolkit.cli.main import INFEASIBLE_EXIT
 from toolkit.cli.options import verbose_asked, verbose_option
 
@@ -52,6 +53,7 @@ from toolkit.cli.options import verbose_asked, verbose_option
               help="Measure every artifact again, even one an earlier run measured on the same "
                    "device with the same options.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of the table.")
+@tag_option
 @verbose_option
 def tune(model, data, devices, budgets, ratios, max_accuracy_drop, strategy, trials, time_limit,
          out, resume, accuracy_on, space_file, sampler, min_seconds, input_shape, seed, fresh,
@@ -76,8 +78,13 @@ def tune(model, data, devices, budgets, ratios, max_accuracy_drop, strategy, tri
     from toolkit.search.space import SearchSpace
     from toolkit.tune.budgets import BudgetRequest, parse_assignments
     from toolkit.tune.config import TuneConfig, load_run
+    from toolkit.tune.executors import make_executor
 
+    runner = make_executor(executor, ray_address)
     if resume:
+        from toolkit.db.runs import restore_run_file
+
+        restore_run_file(resume, out)  # a run started on another host, from the database
         config = load_run(resume, out, trials=trials, time_limit_min=time_limit)
     else:
         devices = tuple(devices) or ("local",)
@@ -97,7 +104,7 @@ def tune(model, data, devices, budgets, ratios, max_accuracy_drop, strategy, tri
                                                                     str(space_file)))
         if out:
             config = replace(config, out_dir=out)
-    _run(config, as_json, verbose_asked(verbose))
+    _run(config, as_json, verbose_asked(verbose), runner)
 
 
 @click.command()
@@ -132,7 +139,7 @@ def demo(strategy, ratio, out, fresh, as_json, verbose) -> None:
     _run(config, as_json, verbose_asked(verbose))
 
 
-def _run(config, as_json: bool, verbose: bool = False) -> None:
+def _run(config, as_json: bool, verbose: bool = False, executor=None) -> None:  # noqa: ANN001
     from toolkit.logs import LOG_FILE, routed
 
     with routed(config.run_dir / LOG_FILE, verbose):
@@ -140,7 +147,7 @@ def _run(config, as_json: bool, verbose: bool = False) -> None:
         from toolkit.tune.runner import run_tune
 
         live = LiveView(0, enabled=not as_json)
-        result = run_tune(config, live=live, log=None)
+        result = run_tune(config, live=live, log=None, executor=executor)
     from toolkit.tune.result import table_lines
     from toolkit.tune.trialdb import TrialDB
 

@@ -8,6 +8,7 @@ from typing import Optional
 
 import click
 
+from toolkit.cli.db import tag_option
 from toolkit.cli.fleet import (
     device_option,
     device_timeout_option,
@@ -57,6 +58,7 @@ def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write JSON.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write HTML report.")
 @click.option("--no-store", is_flag=True, help="Do not write measurements to the results store.")
+@tag_option
 def validate(artifact: Path, fleet: Optional[str], devices: tuple[str, ...],
              select_tags: tuple[str, ...], reference_model: Optional[str],
              reference_npz: Optional[Path],
@@ -106,6 +108,10 @@ def validate(artifact: Path, fleet: Optional[str], devices: tuple[str, ...],
                          (html_path, write_html)):
         if path is not None:
             click.echo(f"wrote {writer(report, path)}", err=True)
+    if not no_store:
+        from toolkit.db.validation import attach_reports
+
+        attach_reports(report.settings["run_id"], junit_path, html_path)
     if not report.passed:
         click.echo(summary_line(report), err=True)
         sys.exit(1)  # not ctx.exit: main() runs click with standalone_mode=False
