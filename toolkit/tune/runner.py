@@ -7,6 +7,7 @@ stored are answered from the database, so nothing stored is built, measured or j
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,11 @@ from toolkit.tune.artifacts import group_costs, prunable_layers
 from toolkit.tune.budgets import ResolvedBudgets, resolve_budgets
 from toolkit.tune.build import Build, Builder
 from toolkit.tune.config import TuneConfig
+from toolkit.tune.executors.base import Executor
+from toolkit.tune.executors.local import LocalExecutor
 from toolkit.tune.finish import finish
 from toolkit.tune.live import LiveView
-from toolkit.tune.measure import Device, Measurer, figures_from, open_devices
+from toolkit.tune.measure import Device, Measurer, figures_from
 from toolkit.tune.trialdb import TrialDB
 
 DB_FILE = "trials.sqlite"
@@ -40,10 +43,12 @@ class Session:
     data: Any
     live: LiveView
     memo: dict[str, Trial] = field(default_factory=dict)
+    executor: Executor = field(default_factory=LocalExecutor)
 
 
 def run_tune(config: TuneConfig, store: Optional[ResultsStore] = None,
-             live: Optional[LiveView] = None, log: Optional[Callable[[str], None]] = None) -> Any:
+             live: Optional[LiveView] = None, log: Optional[Callable[[str], None]] = None,
+             executor: Optional[Executor] = None) -> Any:
     """Runs (or resumes) a tuning run and writes result.json, the chosen artifact, report.html.
 
     Args:
@@ -51,6 +56,7 @@ def run_tune(config: TuneConfig, store: Optional[ResultsStore] = None,
         store: the results store (default: the one under the edgeloop home).
         live: the live view (default: one on stderr).
         log: receives the build steps' progress lines.
+        executor: where builds and measurements run (default: `LocalExecutor`, this host).
 
     Returns:
         The `TuneResult` (also in `<run dir>/result.json`).
@@ -73,12 +79,17 @@ def run_tune(config: TuneConfig, store: Optional[ResultsStore] = None,
     db = TrialDB(config.run_dir / DB_FILE)
     live = live or LiveView(0)
     started = time.monotonic()
-    with open_devices(config.devices) as devices:
+    executor = executor or LocalExecutor()
+    executor.start(config.model, config.data)
+    with contextlib.ExitStack() as stack:
+        stack.callback(executor.close)
+        devices = stack.enter_context(executor.open_devices(config.devices))
         measurer = Measurer(devices, db, store, config.run_id, config.bench,
                             reuse_store=config.reuse_measurements)
-        builder = Builder(loaded.module, loaded.input_shape, data, db, log=log, seed=config.seed)
+        builder = executor.builder(loaded.module, loaded.input_shape, data, db, log,
+                                   config.seed)
         session = Session(config, db, builder, measurer, devices, data, live,
-                          {t.candidate.key: t for t in db.trials()})
+                          {t.candidate.key: t for t in db.trials()}, executor)
         try:
             history, budgets, stopped = _search(session, loaded, started)
         except (AgentUnreachableError, AgentTimeoutError) as exc:
@@ -119,6 +130,8 @@ def _search(session: Session, loaded: Any, started: float
         batch = [c for c in strategy.ask(history) if c.key not in known]
         if not batch:
             break
+        session.executor.prefetch(session.builder,
+                                  [c for c in batch if c.key not in session.memo])
         for candidate in batch:
             if limit_s is not None and time.monotonic() - started > limit_s:
                 stopped = f"time limit of {config.time_limit_min:g} min reached"
