@@ -34,6 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
         child_memory_mb=args.child_memory_mb,
         child_open_files=args.child_open_files,
         idle_exit_s=args.idle_exit_s,
+        serial_duts=tuple(args.serial_dut),
     )
     from device_agent.measure.limits import ChildLimitsError
 
@@ -107,6 +108,17 @@ def _cpu_list(text: str) -> list[int]:
         return list(parse_cpu_list(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port_spec(text: str) -> str:
+    """`--serial-dut PORT[:BAUD]`, checked by `serial_dut.link.parse_port_spec`."""
+    from device_agent.serial_dut.link import parse_port_spec
+
+    try:
+        parse_port_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -206,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="exit after this many seconds with no call and no benchmark (default 0: never)",
+    )
+    s.add_argument(
+        "--serial-dut",
+        action="append",
+        default=[],
+        type=_port_spec,
+        metavar="PORT[:BAUD]",
+        help="a microcontroller on this serial port speaking the MLPerf Tiny DUT protocol "
+        "(default baud 115200); repeatable. GetInfo lists it as attached device serial:PORT",
     )
     s.set_defaults(func=_serve)
 

@@ -65,6 +65,7 @@ class ServeConfig:
     child_memory_mb: Optional[int] = None  # children's address space; 0 = none; None = default
     child_open_files: int = DEFAULT_OPEN_FILES  # children's open-file limit
     idle_exit_s: float = 0.0  # > 0: exit after this long with no call and no benchmark
+    serial_duts: tuple[str, ...] = ()  # "PORT[:BAUD]" of DUTs on this gateway's serial ports
 
 
 async def build_server(config: ServeConfig) -> tuple[grpc.aio.Server, int, DeviceAgentService, str]:
@@ -91,6 +92,10 @@ async def build_server(config: ServeConfig) -> tuple[grpc.aio.Server, int, Devic
         quota_bytes=config.quota_mb * 2**20,
     )
     cache.remove_orphans()
+    if config.serial_duts:
+        from device_agent.serial_dut import attached
+
+        attached.configure(list(config.serial_duts))  # ValueError: a malformed PORT[:BAUD]
     limits = ChildLimits(
         address_space_mb=config.child_memory_mb,
         open_files=config.child_open_files,

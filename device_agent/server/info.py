@@ -43,6 +43,9 @@ def build_device_info(cache: ModelCache, device_id: str = "") -> pb.DeviceInfo:
         info.sensors.add(
             name=s.name, available=s.available, reason=s.reason, rate_hz=s.rate_hz, detail=s.detail
         )
+    from device_agent.serial_dut.attached import registry
+
+    info.attached.extend(registry().describe())
     temperature = system_info.temperature_c()
     if temperature is not None:
         info.temperature_c = temperature

@@ -234,6 +234,12 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
           * The model is pinned from acceptance until the job ends: quota pressure never
             evicts it (the push that would need it is refused RESOURCE_EXHAUSTED).
         """
+        if request.target:  # a DUT on this gateway's serial port: its own worker, not the queue
+            from device_agent.serial_dut.attached import registry
+
+            async for event in registry().benchmark_events(request, self.cache, context):
+                yield event
+            return
         job_id = request.job_id
         if job_id:
             try:

@@ -23,8 +23,29 @@ def resolve_profile(spec: Union[str, DeviceProfile]) -> DeviceProfile:
 
 @contextmanager
 def open_device(spec: Union[str, DeviceProfile]) -> Iterator[DeviceClient]:
-    """Yields a connected client; starts and stops what it needs (local agent, tunnel)."""
+    """Yields a connected client; starts and stops what it needs (local agent, tunnel).
+
+    A profile with transport `serial` yields a client for the DUT on this host's port; one
+    with a `target` yields a client for that attached device of the agent it reaches."""
     profile = resolve_profile(spec)
+    if profile.transport == "serial":
+        from toolkit.transport.serial_dut import open_serial_client
+
+        with open_serial_client(profile) as client:
+            yield client
+        return
+    if profile.target:
+        from toolkit.transport.serial_dut import GatewayTargetClient
+
+        with _open_agent(profile) as client:
+            yield GatewayTargetClient(client, profile.target)
+        return
+    with _open_agent(profile) as client:
+        yield client
+
+
+@contextmanager
+def _open_agent(profile: DeviceProfile) -> Iterator[DeviceClient]:
     if profile.transport == "local":
         from toolkit.transport.local import local_device
 

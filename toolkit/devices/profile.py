@@ -10,7 +10,7 @@ from toolkit.errors import ConfigError
 from toolkit.measurement import BenchmarkOptions
 from toolkit.paths import profile_dirs
 
-TRANSPORTS = ("grpc", "ssh", "local")
+TRANSPORTS = ("grpc", "ssh", "local", "serial")
 TUNNELS = (None, "ssh")
 
 
@@ -81,6 +81,32 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class SerialConfig:
+    """A microcontroller on a serial port of this host (MLPerf Tiny DUT protocol).
+
+    Timeouts in seconds: `reply_timeout_s` for each command but infer, `infer_timeout_s` for
+    one infer reply, `settle_s` of quiet before the first command (~2 for boards that reset
+    when the port opens).
+    """
+
+    port: str
+    baud: int = 115_200
+    reply_timeout_s: float = 2.0
+    infer_timeout_s: float = 60.0
+    settle_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.port, str) or not self.port:
+            raise TypeError(f"port: expected a device path, got {self.port!r}")
+        if isinstance(self.baud, bool) or not isinstance(self.baud, int) or self.baud <= 0:
+            raise TypeError(f"baud: expected a positive whole number, got {self.baud!r}")
+        for key in ("reply_timeout_s", "infer_timeout_s", "settle_s"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise TypeError(f"{key}: expected a number of seconds >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     """One device: its name, how to reach it, its runtimes and budgets.
 
@@ -101,6 +127,8 @@ class DeviceProfile:
     tags: tuple[str, ...] = ()
     ssh: Optional[SshConfig] = None
     tls: Optional[TlsConfig] = None
+    serial: Optional[SerialConfig] = None  # transport serial: the DUT's port on this host
+    target: Optional[str] = None  # an agent's attached device (e.g. "serial:/dev/ttyACM0")
     description: str = ""
     source: Optional[str] = None  # file it was loaded from
 
@@ -116,6 +144,21 @@ class DeviceProfile:
             raise ConfigError(f"{where}: address: expected 'host:port' for transport grpc")
         if (self.transport == "ssh" or self.tunnel == "ssh") and self.ssh is None:
             raise ConfigError(f"{where}: ssh: expected a mapping with at least 'host'")
+        if self.transport == "serial" and self.serial is None:
+            raise ConfigError(f"{where}: serial: expected a mapping with at least 'port'")
+        if self.serial is not None and self.transport != "serial":
+            raise ConfigError(
+                f"{where}: serial: only with transport serial (a DUT behind an agent is "
+                "reached with 'target')"
+            )
+        if self.target is not None and (
+            self.transport not in ("grpc", "local") or not isinstance(self.target, str)
+            or not self.target
+        ):
+            raise ConfigError(
+                f"{where}: target: expected an attached device id of the agent "
+                "(e.g. serial:/dev/ttyACM0), with transport grpc or local"
+            )
         if self.address and not _looks_like_address(self.address):
             raise ConfigError(f"{where}: address: expected 'host:port', got {self.address!r}")
         for key in ("threads", "power_sensor"):
@@ -155,6 +198,7 @@ class DeviceProfile:
         values["benchmark"] = _benchmark(raw.get("benchmark"), where)
         values["ssh"] = _sub(SshConfig, raw.get("ssh"), where, "ssh")
         values["tls"] = _sub(TlsConfig, raw.get("tls"), where, "tls")
+        values["serial"] = _sub(SerialConfig, raw.get("serial"), where, "serial")
         return cls(source=source, **values)
 
 
