@@ -39,6 +39,12 @@ def measurement_table(m: Measurement) -> list[tuple[str, str]]:
             ),
             ("load", f"{m.load_ms:.1f} ms, first inference {m.first_inference_ms:.3g} ms"),
         ]
+    dut = m.host_round_trip_p50_ms is not None  # a DUT: its own timer, no memory or power
+    if dut:
+        rows.append(("round trip", f"p50 {m.host_round_trip_p50_ms:.4g} ms per infer command "
+                     "on the host's clock (latency above: the DUT's own timer)"))
+        rows.append(("memory", "not reported by the DUT"))
+        mem = None
     if mem:
         arena = f", TFLM arena {mem.tflm_arena_bytes} B" if mem.tflm_arena_bytes else ""
         rows.append(
@@ -57,6 +63,8 @@ def measurement_table(m: Measurement) -> list[tuple[str, str]]:
                 f"[{pw.sensor}, {pw.samples} samples]",
             )
         )
+    elif dut:
+        rows.append(("power", "not measured: no energy meter configured for this DUT"))
     else:
         rows.append(("power", "no power sensor readable on this device"))
     state = _device_state(m)
@@ -98,6 +106,11 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option(
     "--device", default="local", show_default=True, help="local, host:port, or a profile name/path."
+)
+@click.option(
+    "--target", default="", metavar="ID",
+    help="A device attached to DEVICE's agent: serial:PORT for a microcontroller on a port "
+    "the gateway's agent serves with --serial-dut PORT.",
 )
 @click.option(
     "--runtime",
@@ -149,7 +162,7 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
 @click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
 @tag_option
 def profile(
-    model, device, runtime, threads, runs, warmup, min_seconds, timeout, power_sensor,
+    model, device, target, runtime, threads, runs, warmup, min_seconds, timeout, power_sensor,
     cooldown_s, max_start_temp_c, start_temp_timeout_s, cpu_affinity, repeat, as_json,
 ) -> None:
     """Measure MODEL (.tflite, .onnx, .pt2) on a device and append it to the results store."""
@@ -170,10 +183,17 @@ def profile(
         start_temp_timeout_s=start_temp_timeout_s,
         cpu_affinity=parse_cpu_list(cpu_affinity),
     )
+    label = f"{device} {target}" if target else device
+    if target:
+        from dataclasses import replace
+
+        from toolkit.devices.connect import resolve_profile
+
+        device = replace(resolve_profile(device), target=target)
     if repeat > 1:
-        _repeated(model, device, options, repeat, as_json)
+        _repeated(model, device, options, repeat, as_json, label)
         return
-    progress = ProgressLine(f"{printable(Path(model).name)} on {printable(device)}",
+    progress = ProgressLine(f"{printable(Path(model).name)} on {printable(label)}",
                             enabled=not as_json)
     try:
         m = profile_model(model, device=device, options=options, on_progress=progress)
@@ -190,8 +210,8 @@ def profile(
         )
 
 
-def _repeated(model: Path, device: str, options: BenchmarkOptions, repeat: int,
-              as_json: bool) -> None:
+def _repeated(model: Path, device, options: BenchmarkOptions, repeat: int,
+              as_json: bool, label: str = "") -> None:
     """`--repeat N`: N benchmarks in a row, each stored as it arrives (one run id), then the
     median of their p50s and the spread (`toolkit.stats.Spread`)."""
     import uuid
@@ -203,7 +223,7 @@ def _repeated(model: Path, device: str, options: BenchmarkOptions, repeat: int,
 
     run_id, done = uuid.uuid4().hex[:12], []
     for i in range(repeat):
-        progress = ProgressLine(f"{printable(Path(model).name)} on {printable(device)} "
+        progress = ProgressLine(f"{printable(Path(model).name)} on {printable(label or device)} "
                                 f"(run {i + 1}/{repeat})", enabled=not as_json)
         try:
             m = profile_model(model, device=device, options=options, on_progress=progress,
