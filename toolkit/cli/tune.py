@@ -52,12 +52,19 @@ from toolkit.cli.options import verbose_asked, verbose_option
 @click.option("--fresh", is_flag=True,
               help="Measure every artifact again, even one an earlier run measured on the same "
                    "device with the same options.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True,
+              help="Where candidates are built: this host, or Ray tasks across a cluster "
+                   "(measurements then go through one Ray actor per device).")
+@click.option("--ray-address", metavar="ADDR",
+              help="Ray cluster for --executor ray (host:6379). [$RAY_ADDRESS, else a Ray "
+                   "instance on this host]")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of the table.")
 @tag_option
 @verbose_option
 def tune(model, data, devices, budgets, ratios, max_accuracy_drop, strategy, trials, time_limit,
          out, resume, accuracy_on, space_file, sampler, min_seconds, input_shape, seed, fresh,
-         as_json, verbose) -> None:
+         executor, ray_address, as_json, verbose) -> None:
     """Find the most accurate compressed MODEL that meets the budgets on every device.
 
     MODEL is digits-cnn (default), digits-mlp, digits-mobilenet, a zoo architecture
