@@ -68,8 +68,10 @@ class FleetProgress:
     def __call__(self, line: str, tally) -> None:  # noqa: ANN001 - a Tally
         if not self.enabled:
             return
-        counts = (f"{tally.done} done, {tally.failed} failed, {tally.remaining} remaining "
-                  f"of {self.total} ({tally.in_flight} in flight)")
+        counts = (
+            f"{tally.done} done, {tally.failed} failed, {tally.remaining} remaining "
+            f"of {self.total} ({tally.in_flight} in flight)"
+        )
         elapsed = time.monotonic() - self.started
         if self.tty:
             if line and "FAIL" in line:  # a failure stays on screen; passes only count
