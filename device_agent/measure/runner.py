@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from typing import Callable, Optional
+from typing import IO, Any, Callable, Optional
 
 from google.protobuf import json_format
 
@@ -184,52 +186,205 @@ def _spawn_worker() -> subprocess.Popen:
     return child
 
 
-class _SpareWorker:
-    """Keeps one benchmark process started ahead of time (imports done, no job yet).
+class _ForkedChild:
+    """A benchmark child forked by the zygote, with the part of Popen's interface the runner
+    uses (pid, stdin, stdout, stderr, poll, wait, kill). Its exit status comes from the
+    zygote, whose child it is."""
 
-    `take()` hands out the spare (or starts a process when there is none) and starts nothing
-    else; `refill()` starts the next spare once the benchmark that took the last one has
-    exited, so no process is started on the device while a benchmark runs, yet a benchmark
-    rarely pays interpreter start-up and each one still runs in a process nobody used before.
-    Only an agent that called `prime()` keeps a spare: the one-shot `bench` command never
-    starts one it would not use.
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.stdin: Optional[IO[str]] = None
+        self.stdout: Optional[IO[str]] = None
+        self.stderr: Optional[IO[str]] = None
+        self.returncode: Optional[int] = None
+        self._done = threading.Event()
+
+    def exited(self, code: int) -> None:
+        self.returncode = code
+        self._done.set()
+
+    def poll(self) -> Optional[int]:
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(f"benchmark child {self.pid}", timeout or 0)
+        return self.returncode  # type: ignore[return-value]
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class _Zygote:
+    """The agent's side of the fork server (`zygote.py`): starts it, asks it for children,
+    and hears when they exit."""
+
+    READY_TIMEOUT_S = 120.0
+    """How long a benchmark waits for a zygote still doing its imports (it started after the
+    previous benchmark because the one before had died)."""
+    FORK_TIMEOUT_S = 10.0
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "device_agent.measure.zygote",
+                 "--control-fd", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+                **child_limits.current().popen_kwargs(),  # its user and limits: the children's
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        self._control = ours
+        self._ready = threading.Event()
+        self.problem = ""  # why it cannot fork ("" while it can)
+        self.unsafe = False  # it found threads after its imports: starting another won't help
+        self._forked: queue.Queue[Optional[_ForkedChild]] = queue.Queue()
+        self._children: dict[int, _ForkedChild] = {}
+        threading.Thread(target=self._listen, name="zygote-listener", daemon=True).start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout) and not self.problem
+
+    @property
+    def alive(self) -> bool:
+        return not (self._ready.is_set() and self.problem) and self.process.poll() is None
+
+    def fork(self) -> Optional[_ForkedChild]:
+        """A fresh benchmark child with its pipes, or None when the zygote cannot give one."""
+        if not self.wait_ready(self.READY_TIMEOUT_S):
+            return None
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        ours = (stdin_w, stdout_r, stderr_r)
+        try:
+            socket.send_fds(self._control, [b"fork"], [stdin_r, stdout_w, stderr_w])
+            child = self._forked.get(timeout=self.FORK_TIMEOUT_S)
+        except (OSError, queue.Empty) as exc:
+            child = None
+            self._fail(f"no child forked: {exc!r}")
+        finally:
+            for fd in (stdin_r, stdout_w, stderr_w):
+                os.close(fd)  # the child holds them now
+        if child is None:
+            for fd in ours:
+                os.close(fd)
+            return None
+        child.stdin = os.fdopen(stdin_w, "w", encoding="utf-8")
+        child.stdout = os.fdopen(stdout_r, encoding="utf-8", errors="replace")
+        child.stderr = os.fdopen(stderr_r, encoding="utf-8", errors="replace")
+        return child
+
+    def _listen(self) -> None:
+        try:
+            while True:
+                message = self._control.recv(256).decode(errors="replace")
+                if not message:
+                    break
+                word, _, rest = message.partition(" ")
+                if word == "ready":
+                    self._ready.set()
+                elif word == "unsafe":
+                    self.unsafe = True
+                    self._fail(rest)
+                elif word == "pid":
+                    child = _ForkedChild(int(rest))
+                    self._children[child.pid] = child
+                    self._forked.put(child)
+                elif word == "exit":
+                    pid, code = (int(x) for x in rest.split())
+                    child = self._children.pop(pid, None)
+                    if child is not None:
+                        child.exited(code)
+        except OSError:
+            pass
+        self._fail(self.problem or "the zygote exited")
+        for child in list(self._children.values()):  # orphans: nobody reports their exit
+            _kill_group(child)
+            child.exited(-signal.SIGKILL)
+        self._children.clear()
+
+    def _fail(self, why: str) -> None:
+        if not self.problem:
+            self.problem = why
+            print(f"edgeloop agent: benchmark zygote unusable ({why}); benchmarks start "
+                  "a fresh worker process each", file=sys.stderr, flush=True)  # fmt: skip
+        self._ready.set()
+        self._forked.put(None)
+
+    def close(self) -> None:
+        try:
+            self._control.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._control.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.process)
+            self.process.wait()
+
+
+class _SpareWorker:
+    """Hands out benchmark processes without starting one while a benchmark runs.
+
+    An agent that called `prime()` keeps a zygote (`zygote.py`): a process that did the
+    imports once and forks each benchmark's child on request, so every benchmark runs in a
+    process nobody used before yet pays neither interpreter start-up nor imports. It is
+    started at `prime()` (agent start-up) and again by `refill()` (after a benchmark's child
+    has exited) if it died; `take()` only forks. Without a zygote (the one-shot `bench`
+    command, or one that proved unusable) `take()` spawns a worker
+    (`python -m device_agent.measure.worker`) for the benchmark.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._spare: Optional[subprocess.Popen] = None
+        self._zygote: Optional[_Zygote] = None
         self._enabled = False
 
-    def take(self) -> subprocess.Popen:
+    def take(self) -> Any:
         with self._lock:
-            child = self._spare if self._spare is not None and self._spare.poll() is None else None
-            self._spare = None
-            return child if child is not None else _spawn_worker()
+            if self._zygote is not None:
+                child = self._zygote.fork()
+                if child is not None:
+                    return child
+            return _spawn_worker()
 
     def refill(self) -> None:
-        """Starts the next spare (agents that primed one only); call after a benchmark's child
-        has exited."""
+        """Starts a zygote again if it died (agents that primed one only); call after a
+        benchmark's child has exited."""
         with self._lock:
-            if self._enabled and (self._spare is None or self._spare.poll() is not None):
-                self._spare = _spawn_worker()
+            if not self._enabled or (self._zygote is not None and self._zygote.alive):
+                return
+            if self._zygote is not None and self._zygote.unsafe:
+                return  # it would be just as unusable again
+            if self._zygote is not None:
+                self._zygote.close()
+            self._zygote = _Zygote()
 
     def prime(self) -> None:
-        """Keeps a spare from now on and starts it now (agent start-up), so even the first
-        benchmark finds one ready."""
+        """Keeps a zygote from now on and starts it now (agent start-up), returning once its
+        imports are done, so even the first benchmark finds it ready."""
         with self._lock:
             self._enabled = True
         self.refill()
+        zygote = self._zygote
+        if zygote is not None:
+            zygote.wait_ready(_Zygote.READY_TIMEOUT_S)
 
     def close(self) -> None:
         with self._lock:
             self._enabled = False
-            if self._spare is not None and self._spare.poll() is None:
-                self._spare.stdin.close()
-                try:
-                    self._spare.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    _kill_group(self._spare)
-            self._spare = None
+            if self._zygote is not None:
+                self._zygote.close()
+            self._zygote = None
 
 
 _QUIET = threading.Event()
@@ -252,7 +407,7 @@ close_spare_worker = _SPARE.close
 prime_spare_worker = _SPARE.prime
 
 
-def _kill_group(child: subprocess.Popen) -> None:
+def _kill_group(child: Any) -> None:
     try:
         os.killpg(child.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -60,11 +60,22 @@ def _pin(cpus) -> None:
 
 
 def main() -> int:
-    import json
-
-    from device_agent.measure.limits import apply_own_limits, limit_own_cpu
+    """A spawned worker: limits first, then the imports, then one job."""
+    from device_agent.measure.limits import apply_own_limits
 
     apply_own_limits()  # before any runtime is imported or any model seen
+    return serve_one_job()
+
+
+def serve_one_job() -> int:
+    """Waits for one job on stdin and writes its events to stdout (see the module docstring).
+
+    Also the body of a child forked by the zygote (`zygote.py`), which set the limits before
+    its imports and put the child's pipes on fds 0-2."""
+    import json
+
+    from device_agent.measure.limits import limit_own_cpu
+
     stream = _event_stream()
     from device_agent.measure.harness import run_benchmark  # imported before the job arrives
 

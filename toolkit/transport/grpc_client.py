@@ -26,17 +26,15 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import grpc
-import numpy as np
 
 from device_agent.measure.options import DEFAULTS as AGENT_DEFAULTS
 from device_agent.protocol import PROTOCOL_VERSION
 from device_agent.protocol import edgeloop_pb2 as pb
 from device_agent.protocol import edgeloop_pb2_grpc as rpc
 from device_agent.protocol.formats import FORMAT_TO_PB
-from device_agent.protocol.tensors import array_to_tensor, tensor_to_array
 from toolkit.devices.info import DeviceInfo
 from toolkit.devices.profile import TlsConfig
 from toolkit.errors import (
@@ -53,6 +51,9 @@ from toolkit.errors import (
 )
 from toolkit.measurement import BenchmarkOptions, Measurement
 from toolkit.transport.model_file import file_sha256, model_format
+
+if TYPE_CHECKING:  # numpy is imported by infer(): a CLI profile does not pay for it
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,12 @@ class DeviceClient:
             # Short slices: a dying agent's socket may accept one last connection; the next
             # probe then sees the refusal.
             if self._ready(min(0.5, until - time.monotonic())):
-                log.warning("device %s: %s: reconnected after %.1f s", self.name, what,
-                            time.monotonic() - start)
+                log.warning(
+                    "device %s: %s: reconnected after %.1f s",
+                    self.name,
+                    what,
+                    time.monotonic() - start,
+                )
                 return
 
     # -- plumbing --------------------------------------------------------------
@@ -389,6 +394,10 @@ class DeviceClient:
                 UNKNOWN_RUNTIME / RUNTIME_UNAVAILABLE; LOAD_FAILED, RUN_FAILED, CRASHED,
                 BAD_REQUEST, UNKNOWN_MODEL as AgentError; TIMEOUT as AgentTimeoutError).
         """
+        import numpy as np
+
+        from device_agent.protocol.tensors import array_to_tensor, tensor_to_array
+
         sha, _ = self._resolve(model)
         request = pb.InferRequest(sha256=sha, runtime=runtime, threads=threads, raw=raw)
         request.inputs.extend(array_to_tensor(np.asarray(a)) for a in inputs)
