@@ -19,6 +19,8 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
+from device_agent.runtimes.flatbuf import FlatBuffer
+
 FILE_IDENTIFIER = b"ED00"
 
 
@@ -47,50 +49,6 @@ class ProfileEvent:
         return bool(self.delegate_debug_id_str) or self.delegate_debug_id_int >= 0
 
 
-class _Buf:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def u32(self, pos: int) -> int:
-        return struct.unpack_from("<I", self.data, pos)[0]
-
-    def field(self, table: int, index: int) -> int:
-        """Absolute position of a table's field `index`, or 0 when absent."""
-        vtable = table - struct.unpack_from("<i", self.data, table)[0]
-        vt_size = struct.unpack_from("<H", self.data, vtable)[0]
-        slot = 4 + 2 * index
-        if slot >= vt_size:
-            return 0
-        offset = struct.unpack_from("<H", self.data, vtable + slot)[0]
-        return table + offset if offset else 0
-
-    def deref(self, pos: int) -> int:
-        return pos + self.u32(pos)
-
-    def table(self, table: int, index: int) -> int:
-        pos = self.field(table, index)
-        return self.deref(pos) if pos else 0
-
-    def vector(self, table: int, index: int) -> list[int]:
-        """Positions of the tables a vector-of-tables field points at."""
-        pos = self.field(table, index)
-        if not pos:
-            return []
-        vec = self.deref(pos)
-        return [self.deref(vec + 4 + 4 * i) for i in range(self.u32(vec))]
-
-    def string(self, table: int, index: int) -> str:
-        pos = self.field(table, index)
-        if not pos:
-            return ""
-        s = self.deref(pos)
-        return self.data[s + 4 : s + 4 + self.u32(s)].decode("utf-8", "replace")
-
-    def scalar(self, table: int, index: int, fmt: str, default: int) -> int:
-        pos = self.field(table, index)
-        return struct.unpack_from(fmt, self.data, pos)[0] if pos else default
-
-
 def profile_events(data: bytes) -> list[ProfileEvent]:
     """The profile events of every run in an ETDump buffer (size-prefixed or not), in order.
 
@@ -101,7 +59,7 @@ def profile_events(data: bytes) -> list[ProfileEvent]:
     base = _root_base(data)
     if base is None:
         raise ETDumpError("not an ETDump buffer (no ED00 file identifier)")
-    buf = _Buf(data[base:])
+    buf = FlatBuffer(data[base:])
     try:
         root = buf.deref(0)
         events = []
@@ -123,7 +81,7 @@ def _root_base(data: bytes) -> Optional[int]:
     return None
 
 
-def _profile_event(buf: _Buf, pe: int) -> ProfileEvent:
+def _profile_event(buf: FlatBuffer, pe: int) -> ProfileEvent:
     return ProfileEvent(
         name=buf.string(pe, 0),
         chain_index=buf.scalar(pe, 1, "<i", 0),

@@ -56,7 +56,7 @@ def parse_shape(text: str) -> Optional[tuple[int, ...]]:
                    "digits-mobilenet), else digits]")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--export", "formats", default="tflite", show_default=True,
-              help="Comma-separated formats: tflite, onnx.")
+              help="Comma-separated formats: tflite, onnx, pte (ExecuTorch, XNNPACK).")
 @click.option("--input-shape", default="", help="Input shape with batch, e.g. 1,1,8,8.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the steps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
@@ -66,7 +66,7 @@ def parse_shape(text: str) -> Optional[tuple[int, ...]]:
 @verbose_option
 def compress(model, recipe, data, out, formats, input_shape, seed, as_json, help_recipe,
              verbose, list_groups=False) -> None:
-    """Compress MODEL with a recipe, export TFLite/ONNX, and write a model card.
+    """Compress MODEL with a recipe, export TFLite/ONNX/ExecuTorch, and write a model card.
 
     MODEL is digits-cnn, digits-mlp, digits-mobilenet, path/to/file.py:function,
     module:function, or a .pt2.

@@ -57,6 +57,10 @@ def export_all(
         path = out / f"model.{name}"
         if name == "tflite":
             export_tflite(model, input_shape, path, quantization=plan)
+        elif name == "pte":
+            from toolkit.export.pte import export_pte
+
+            export_pte(model, input_shape, path, quantization=plan)
         else:
             export_onnx(model, input_shape, path, quantization=plan)
         report = check_parity(path, model, samples, dtype)
@@ -114,7 +118,11 @@ def _pt2_accuracy(path: Path, data: Dataset) -> float:
 
 def _describe_ops(record: ArtifactRecord, path: Path, plan: Optional[QuantizationPlan],
                   say: Callable[[str], None]) -> None:
-    """Fills the record's op histogram; for full-integer schemes, float islands and a warning."""
+    """Fills the record's op histogram; for full-integer schemes, float islands and a warning.
+    A `.pte` lists its calls instead; ops XNNPACK did not take get a warning."""
+    if path.suffix == ".pte":
+        _describe_pte(record, path, say)
+        return
     record.ops = op_histogram(path)
     if plan is None or plan.scheme not in FULL_INTEGER:
         return
@@ -124,6 +132,18 @@ def _describe_ops(record: ArtifactRecord, path: Path, plan: Optional[Quantizatio
         record.note = f"kept in float: {islands.describe()}"
         say(f"warning: {path.name} ({plan.scheme}) is not fully int8: {islands.describe()}; "
             "each float island costs a DEQUANTIZE/QUANTIZE pair and splits the delegate")
+
+
+def _describe_pte(record: ArtifactRecord, path: Path, say: Callable[[str], None]) -> None:
+    from toolkit.export.pte import pte_calls, undelegated
+
+    record.ops = pte_calls(path)
+    left = undelegated(record.ops)
+    if left:
+        names = ", ".join(f"{n} ×{c}" for n, c in sorted(left.items(), key=lambda i: -i[1]))
+        record.note = f"not delegated to XNNPACK: {names}"
+        say(f"warning: {path.name}: {sum(left.values())} op(s) run on ExecuTorch's portable "
+            f"kernels, outside XNNPACK ({names})")
 
 
 def _record(fmt: str, path: Path, dtype: str) -> ArtifactRecord:

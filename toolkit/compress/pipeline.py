@@ -30,7 +30,7 @@ from toolkit.models import LoadedModel, default_dataset, load_model
 from toolkit.models.checks import check_setup
 from toolkit.models.train import accuracy
 
-FORMATS = ("tflite", "onnx")
+FORMATS = ("tflite", "onnx", "pte")
 PARITY_SAMPLES = 256
 
 
@@ -74,7 +74,7 @@ def compress(
             (`toolkit.models.default_dataset`: `digits-32` for `digits-mobilenet`, else
             `digits`).
         out_dir: output folder (created); gets model.pt2, model.<format>, card.json.
-        export: formats among `tflite` and `onnx`. Default ("tflite",).
+        export: formats among `tflite`, `onnx` and `pte` (ExecuTorch). Default ("tflite",).
         input_shape: overrides the model's input shape (with the batch dimension).
         log: receives one progress line per stage.
         seed: seed for the steps' randomness. Default 0.

@@ -1,4 +1,5 @@
-"""Runs an exported artifact on the host: LiteRT for `.tflite`, onnxruntime for `.onnx`."""
+"""Runs an exported artifact on the host: LiteRT for `.tflite`, onnxruntime for `.onnx`,
+ExecuTorch for `.pte`."""
 
 from __future__ import annotations
 
@@ -26,11 +27,15 @@ def run_artifact(path: Path, inputs: np.ndarray) -> np.ndarray:
             return _run_tflite(path, inputs)
         if path.suffix == ".onnx":
             return _run_onnx(path, inputs)
+        if path.suffix == ".pte":
+            from toolkit.export.pte import run_pte
+
+            return run_pte(path, inputs)
     except ExportError:
         raise
     except Exception as exc:  # the runtimes raise many kinds
         raise ExportError(f"{path}: the host runtime could not run it: {exc}") from exc
-    raise ExportError(f"{path}: expected a .tflite or .onnx file")
+    raise ExportError(f"{path}: expected a .tflite or .onnx file (or an ExecuTorch .pte)")
 
 
 def _run_tflite(path: Path, inputs: np.ndarray) -> np.ndarray:
