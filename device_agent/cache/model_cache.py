@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from device_agent.protocol.formats import detect_format
+from device_agent.protocol.formats import FORMAT_TO_PB, detect_format
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-FORMATS = ("tflite", "onnx", "pt2")
+FORMATS = tuple(FORMAT_TO_PB)  # the wire's formats: tflite, onnx, pt2, pte
 MAX_NAME_CHARS = 200
 TMP_PREFIX = "push-"
 
