@@ -76,6 +76,7 @@ class EmulatedDut:
         self.other_protocol = other_protocol
         self.answered = 0
         self.garble_now = ""
+        self.arrays: list[np.ndarray] = []
         self.t0 = time.perf_counter_ns()
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)  # no echo, no newline translation: a plain byte pipe
@@ -163,17 +164,26 @@ class EmulatedDut:
             if self.expected and len(self.buffer) == self.expected and room > 0:
                 self._line("m-load-done")
 
-    def _set_inputs(self) -> None:
+    def _load_tensors(self) -> None:
+        """th_load_tensor(): the db buffer as the model's input arrays."""
+        self.arrays = []
         if len(self.buffer) != self.input_bytes:
-            # as the reference firmware: say so, run on what the tensors hold
+            # as the reference firmware: say so, and run on what the tensors hold
             self._write(f"Input db has {len(self.buffer)} bytes, expected {self.input_bytes}\r\n")
             return
         offset = 0
-        for i, d in enumerate(self.inputs):
+        for d in self.inputs:
             n = _nbytes(d)
             array = np.frombuffer(bytes(self.buffer[offset : offset + n]), dtype=d["dtype"])
-            self.interp.set_input(array.reshape(tuple(d["shape"])), i)
+            self.arrays.append(array.reshape(tuple(d["shape"])))
             offset += n
+
+    def _invoke(self) -> None:
+        """One run. The input is copied in before each: TFLite Micro's planner may reuse the
+        input's memory for later tensors, so a second invoke would see a clobbered input."""
+        for i, array in enumerate(self.arrays):
+            self.interp.set_input(array, i)
+        self.interp.invoke()
 
     def _infer(self, args: list[str]) -> None:
         try:
@@ -185,15 +195,15 @@ class EmulatedDut:
         if runs <= 0 or warmups < 0:
             self._line("e-[Inference iterations must be >0]")
             return
-        self._set_inputs()
+        self._load_tensors()
         self._line(f"m-warmup-start-{warmups}")
         for _ in range(warmups):
-            self.interp.invoke()
+            self._invoke()
         self._line("m-warmup-done")
         self._line(f"m-infer-start-{runs}")
         self._lap()
         for _ in range(runs):
-            self.interp.invoke()
+            self._invoke()
         self._lap()
         self._line("m-infer-done")
         self._results()
