@@ -114,7 +114,7 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
 )
 @click.option(
     "--runtime",
-    type=click.Choice(["tflite", "onnx", "torch", "tflm"]),
+    type=click.Choice(["tflite", "onnx", "torch", "tflm", "executorch"]),
     help="Default: from the file type.",
 )
 @click.option(
@@ -159,13 +159,19 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
     help="Independent benchmarks, each a fresh child on the device; reports the median of "
     "their p50s and their spread. Every run is stored as it arrives.",
 )
+@click.option(
+    "--per-op", is_flag=True,
+    help="Also profile per operator, after the timed runs (name, type, calls, mean ms, share).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
 @tag_option
 def profile(
     model, device, target, runtime, threads, runs, warmup, min_seconds, timeout, power_sensor,
     cooldown_s, max_start_temp_c, start_temp_timeout_s, cpu_affinity, repeat, as_json,
+    per_op=False,
 ) -> None:
-    """Measure MODEL (.tflite, .onnx, .pt2) on a device and append it to the results store."""
+    """Measure MODEL (.tflite, .onnx, .pt2, .pte) on a device and append it to the results
+    store."""
     from toolkit.cli.progress import ProgressLine
     from toolkit.errors import AgentError
     from toolkit.profiling import profile_model
@@ -182,6 +188,7 @@ def profile(
         max_start_temp_c=max_start_temp_c,
         start_temp_timeout_s=start_temp_timeout_s,
         cpu_affinity=parse_cpu_list(cpu_affinity),
+        per_op=per_op,
     )
     label = f"{device} {target}" if target else device
     if target:
@@ -204,6 +211,11 @@ def profile(
     else:
         for key, value in measurement_table(m):
             click.echo(f"{key:<10} {value}")
+        if per_op and m.ok:
+            from toolkit.op_costs import ops_lines
+
+            for line in ops_lines(m.ops, m.ops_source, m.ops_note):
+                click.echo(printable(line, limit=400))
     if not m.ok:
         raise AgentError(
             f"device {m.device_id}: benchmark failed ({m.error_kind}): {m.error_message}"
