@@ -63,7 +63,10 @@ def finish(session: Any, history: Sequence[Trial], budgets: ResolvedBudgets,
     samples = _samples(session, base, "base")
     if chosen is not None and chosen.number != base.number:
         samples.update(_samples(session, chosen, f"chosen #{chosen.number}"))
-    write_report(run_dir / REPORT_FILE, result, history, budgets, pareto, samples)
+    ops = _ops(session, base, "base")
+    if chosen is not None and chosen.number != base.number:
+        ops.update(_ops(session, chosen, f"chosen #{chosen.number}"))
+    write_report(run_dir / REPORT_FILE, result, history, budgets, pareto, samples, ops)
     return result
 
 
@@ -108,4 +111,14 @@ def _samples(session: Any, trial: Trial, name: str) -> dict[str, list[float]]:
         m = session.db.measurement(device.device_id, sha, key)
         if m is not None and m.latency is not None:
             out[f"{name}\non {device.label}"] = list(m.latency.samples_ms)
+    return out
+
+
+def _ops(session: Any, trial: Trial, name: str) -> dict[str, Any]:
+    """The trial's measurements that carry a per-operator profile (options.per_op)."""
+    out = {}
+    for device, sha, key in _keys(session, trial):
+        m = session.db.measurement(device.device_id, sha, key)
+        if m is not None and m.ops:
+            out[f"{name} on {device.label}"] = m
     return out

@@ -2,7 +2,10 @@
 
 Plots: accuracy vs worst-case p90 latency with the Pareto front and the budget lines; the
 latency distributions of the base and the chosen model on each device (box plots of the raw
-samples); the search trajectory (accuracy per trial and the best feasible so far).
+samples); the search trajectory (accuracy per trial and the best feasible so far). Where the
+measurements carry a per-operator profile (`bench: {per_op: true}`), the base and chosen
+models' operator tables, with the torch module each op maps to, so a reader sees which layer
+costs most.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from toolkit.tune.budgets import ResolvedBudgets
 from toolkit.tune.result import TuneResult, judged_trials, table_lines
 
 Samples = Mapping[str, Sequence[float]]  # "base on local" -> raw latency samples, ms
+OpTables = Mapping[str, Any]  # "base on local" -> a Measurement carrying ops
 
 
 def write_report(path: Path, result: TuneResult, history: Sequence[Trial],
-                 budgets: ResolvedBudgets, front: Sequence[Trial], samples: Samples) -> Path:
-    """Writes report.html and returns its path."""
+                 budgets: ResolvedBudgets, front: Sequence[Trial], samples: Samples,
+                 ops: Optional[OpTables] = None) -> Path:
+    """Writes report.html and returns its path; `ops` adds the per-operator tables."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,11 +56,24 @@ def write_report(path: Path, result: TuneResult, history: Sequence[Trial],
         parts.append(f"<h2>{html.escape(title)}</h2>")
         parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
                      if data else "<p>nothing to plot</p>")
+    if ops:
+        parts.append(_ops_section(ops))
     parts.append("<h2>Trials</h2><pre>"
                  + html.escape("\n".join(table_lines(history, chosen, limit=500))) + "</pre>")
     parts.append("</body></html>")
     Path(path).write_text("\n".join(parts))
     return Path(path)
+
+
+def _ops_section(ops: OpTables) -> str:
+    from toolkit.op_costs import ops_lines
+
+    parts = ["<h2>Where the time goes (per operator)</h2>"]
+    for label, m in ops.items():
+        parts.append(f"<h3>{html.escape(label)}</h3><pre>"
+                     + html.escape("\n".join(ops_lines(m.ops, m.ops_source, m.ops_note)))
+                     + "</pre>")
+    return "".join(parts)
 
 
 def _facts(result: TuneResult) -> str:

@@ -4,6 +4,10 @@ Each (layer, ratio) cell prunes a fresh copy of the model in that one layer (str
 its output channels, with the layers that depend on them) and measures test accuracy. The
 table guides per-layer amounts: robust layers can take more pruning. As a recipe step it
 leaves the model unchanged; it can hand per-layer amounts to the next `prune` step.
+
+Given a per-operator profile (`ops_from`: `edgeloop profile MODEL.pt2 --per-op --json`), each
+layer also shows what it costs on the device (ms per inference and share of the total), so
+the layer that costs most and loses least is the one to prune first.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from toolkit.compress.steps.prune import (
     prune_unstructured,
     resolve_prunable,
 )
-from toolkit.errors import RecipeError
+from toolkit.errors import ConfigError, RecipeError
+from toolkit.measurement import OpProfile
+from toolkit.op_costs import LayerCost, cost_of, layer_costs, load_ops
 
 
 @dataclass
@@ -44,17 +50,37 @@ class SensitivityRow:
 
 @dataclass
 class SensitivityTable:
-    """Per-layer accuracy drops (percentage points) for one pruning method."""
+    """Per-layer accuracy drops (percentage points) for one pruning method.
+
+    `costs`: layer -> its device cost from a per-operator profile (empty when none was given).
+    """
 
     method: str
     baseline_accuracy_pct: float
     rows: list[SensitivityRow] = field(default_factory=list)
+    costs: dict[str, LayerCost] = field(default_factory=dict)
+
+    def attach_costs(self, ops: Sequence[OpProfile]) -> dict[str, LayerCost]:
+        """Maps a per-operator profile onto the table's layers; returns the layers mapped."""
+        by_module = layer_costs(ops)
+        for layer in dict.fromkeys(row.layer for row in self.rows):
+            cost = cost_of(layer, by_module)
+            if cost is not None:
+                self.costs[layer] = cost
+        return self.costs
 
     def to_frame(self) -> Any:
-        """Returns the rows as a pandas DataFrame: layer, ratio, accuracy_pct, drop_pts."""
+        """Returns the rows as a pandas DataFrame: layer, ratio, accuracy_pct, drop_pts, and
+        cost_ms / cost_share where a per-operator profile was attached."""
         import pandas as pd
 
-        return pd.DataFrame([asdict(row) for row in self.rows])
+        records = [asdict(row) for row in self.rows]
+        if self.costs:
+            for record in records:
+                cost = self.costs.get(record["layer"])
+                record["cost_ms"] = None if cost is None else round(cost.mean_ms, 6)
+                record["cost_share"] = None if cost is None else round(cost.share, 4)
+        return pd.DataFrame(records)
 
     def amounts(self, max_drop: float) -> dict[str, float]:
         """Per layer, the largest ratio whose drop is at most `max_drop` points (0.0 if none)."""
@@ -153,6 +179,8 @@ class SensitivityParams:
     max_drop: float = 1.0
     plot: Optional[str] = None
     table: Optional[str] = None
+    ops_from: Optional[str] = None
+    ops: tuple[OpProfile, ...] = ()
 
 
 @register_step
@@ -170,6 +198,10 @@ class SensitivityStep(CompressionStep):
         max_drop: accuracy drop allowed per layer, in points (default 1.0).
         plot: path of a PNG plot to write (default none).
         table: path of a CSV table to write (default none).
+        ops_from: a measurement JSON with a per-operator profile of the same model
+            (`edgeloop profile MODEL.pt2 --per-op --json > ops.json`); each layer then shows
+            its device cost (ms, share). Runtimes that keep module names (the torch runtime's
+            .pt2) map to layers; others map to none (default none).
     """
 
     key = "sensitivity"
@@ -184,9 +216,16 @@ class SensitivityStep(CompressionStep):
         max_drop = params.get("max_drop", d.max_drop)
         if not isinstance(max_drop, (int, float)) or isinstance(max_drop, bool) or max_drop < 0:
             raise self.error("max_drop", "a number of accuracy points >= 0", max_drop)
-        for key in ("plot", "table"):
+        for key in ("plot", "table", "ops_from"):
             if params.get(key) is not None and not isinstance(params[key], str):
                 raise self.error(key, "a file path", params[key])
+        ops: tuple[OpProfile, ...] = ()
+        if params.get("ops_from"):
+            try:
+                ops = load_ops(params["ops_from"])
+            except ConfigError as exc:
+                raise self.error("ops_from", f"a per-op measurement JSON ({exc})",
+                                 params["ops_from"]) from None
         return SensitivityParams(
             ratios=checked,
             method=choice(self, params, "method", d.method, UNSTRUCTURED + STRUCTURED),
@@ -195,6 +234,8 @@ class SensitivityStep(CompressionStep):
             max_drop=float(max_drop),
             plot=params.get("plot"),
             table=params.get("table"),
+            ops_from=params.get("ops_from"),
+            ops=ops,
         )
 
     def apply(self, model: nn.Module, ctx: StepContext) -> tuple[nn.Module, StepReport]:
@@ -212,6 +253,16 @@ class SensitivityStep(CompressionStep):
             "baseline_accuracy_pct": round(table.baseline_accuracy_pct, 3),
             "drop_pts": {f"{row.layer}@{row.ratio:g}": row.drop_pts for row in table.rows},
         }
+        if p.ops:
+            costs = table.attach_costs(p.ops)
+            figures["layer_cost_ms"] = {k: round(c.mean_ms, 6) for k, c in costs.items()}
+            figures["layer_cost_share"] = {k: round(c.share, 4) for k, c in costs.items()}
+            unmapped = sorted({row.layer for row in table.rows} - set(costs))
+            if unmapped:
+                ctx.log(f"sensitivity: no per-op rows map to {', '.join(unmapped)} "
+                        "(the profile's runtime keeps no module names, or another model)")
+            for line in sensitivity_lines(table):
+                ctx.log(line)
         if p.apply_to_next_prune:
             amounts = table.amounts(p.max_drop)
             ctx.artifacts[PER_LAYER_ARTIFACT] = amounts
@@ -225,3 +276,15 @@ class SensitivityStep(CompressionStep):
             table.to_frame().to_csv(path, index=False)
             figures["table"] = str(path)
         return model, StepReport(self.key, figures)
+
+
+def sensitivity_lines(table: SensitivityTable) -> list[str]:
+    """Per layer: the accuracy drop at each ratio and, where known, its device cost."""
+    lines = []
+    for layer in dict.fromkeys(row.layer for row in table.rows):
+        drops = ", ".join(f"{r.ratio:g}: -{r.drop_pts:.2f}" for r in table.rows
+                          if r.layer == layer)
+        cost = table.costs.get(layer)
+        where = f"{cost.mean_ms:.3g} ms ({cost.share:.0%}) on the device" if cost else "cost -"
+        lines.append(f"sensitivity {layer}: {where}; drop pts at {drops}")
+    return lines
