@@ -137,9 +137,17 @@ class RayExecutor:
     ) -> RayBuilder:
         import ray
 
-        _pickle_user_code_by_value(module)
         self._refs = (ray.put(module), ray.put(data))
-        return RayBuilder(module, input_shape, data, db, log=log, seed=seed, refs=self._refs)
+        return RayBuilder(
+            module,
+            input_shape,
+            data,
+            db,
+            log=log,
+            seed=seed,
+            refs=self._refs,
+            user_modules=user_modules(module),
+        )
 
     def prefetch(self, builder: Any, candidates: Sequence[Candidate]) -> None:
         builder.prefetch(candidates)
@@ -156,12 +164,16 @@ class RayBuilder(Builder):
 
     Args:
         refs: Object refs of the base module and the dataset (put once).
+        user_modules: The user's model files a worker imports first (`user_modules()`).
         (the rest as `Builder`)
     """
 
-    def __init__(self, *args: Any, refs: tuple[Any, Any], **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, refs: tuple[Any, Any], user_modules: list[tuple[str, str]], **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.refs = refs
+        self.user_modules = user_modules
         self._pending: dict[str, Any] = {}
 
     def prefetch(self, candidates: Sequence[Candidate]) -> None:
@@ -186,7 +198,9 @@ class RayBuilder(Builder):
             retry_exceptions=False,
             name="build_candidate",
         )
-        return task.remote(list(self.refs), self.input_shape, self.seed, candidate)
+        return task.remote(
+            list(self.refs), self.user_modules, self.input_shape, self.seed, candidate
+        )
 
     def _make(self, candidate: Candidate, folder: Path) -> Build:
         import ray
@@ -246,7 +260,11 @@ _WORKER_BUILDERS: dict[str, Builder] = {}  # per worker process: keeps continuab
 
 
 def build_candidate(
-    refs: list[Any], input_shape: tuple[int, ...], seed: int, candidate: Candidate
+    refs: list[Any],
+    modules: list[tuple[str, str]],
+    input_shape: tuple[int, ...],
+    seed: int,
+    candidate: Candidate,
 ) -> dict[str, Any]:
     """A Ray task: builds one candidate on this worker (its own build cache) and returns the
     build record, the artifact's name and its bytes."""
@@ -260,6 +278,7 @@ def build_candidate(
         torch.set_num_threads(
             max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
         )
+        _import_user_modules(modules)  # before the model that needs them is unpickled
         module, data = ray.get(refs)
         builder = Builder(module, tuple(input_shape), data, _NoRunDB(), seed=seed)
         _WORKER_BUILDERS.clear()
@@ -294,17 +313,42 @@ def job_runtime_env(model_spec: str) -> dict[str, Any]:
     return {}
 
 
-def _pickle_user_code_by_value(module: Any) -> None:
-    """A model defined in the user's file lives in a module only this process has
-    (`edgeloop_user_*`); it travels by value, not by a module name workers cannot import."""
+def user_modules(module: Any) -> list[tuple[str, str]]:
+    """(module name, file name) of the user's model file when the model's classes live in it.
+
+    `file.py:function` models are imported under a name only this process has
+    (`edgeloop_user_*`); a worker imports the same file, which travels as the job's working
+    directory, under the same name before it unpickles the model.
+    """
     import sys
 
-    from ray import cloudpickle
-
-    for cls in type(module).__mro__ + tuple(type(m) for m in module.modules()):
+    found = {}
+    for cls in {type(m) for m in module.modules()}:
         name = getattr(cls, "__module__", "")
-        if name.startswith("edgeloop_user_") and name in sys.modules:
-            cloudpickle.register_pickle_by_value(sys.modules[name])
+        loaded = sys.modules.get(name)
+        if name.startswith("edgeloop_user_") and getattr(loaded, "__file__", None):
+            found[name] = Path(loaded.__file__).name
+    return sorted(found.items())
+
+
+def _import_user_modules(modules: list[tuple[str, str]]) -> None:
+    """In a worker: imports each user file from the job's working directory (the cwd)."""
+    import importlib.util
+    import sys
+
+    for name, file_name in modules:
+        if name in sys.modules:
+            continue
+        path = Path.cwd() / file_name
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise ConfigError(
+                f"model file {file_name} did not travel with the job "
+                f"(not in the worker's working directory {Path.cwd()})"
+            )
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[name] = loaded
+        spec.loader.exec_module(loaded)
 
 
 def _is_loopback(address: str) -> bool:
