@@ -194,8 +194,9 @@ def test_a_dut_benchmark_reports_the_dut_timer_and_the_host_round_trip_apart(dut
 
 def test_a_dut_that_goes_silent_mid_benchmark_is_a_device_protocol_result(dut_models):
     model = dut_models["int8"]
+    short = DutTimeouts(reply_s=0.5, infer_s=0.5, settle_s=0.05)
     with emulated_dut(model, "--silent-after", "8") as port:
-        with DutSession.open(port, 115200, FAST) as s:
+        with DutSession.open(port, 115200, short) as s:
             result = benchmark_dut(s, QUICK, model.read_bytes())
     assert result.error_kind == pb.ERROR_KIND_DEVICE_PROTOCOL
     assert port in result.error_message and "silent" in result.error_message

@@ -81,7 +81,9 @@ class SerialLink:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise LineTimeout(self.port)
-            self._serial.timeout = min(left, 0.05)
+            wait = min(left, 0.05)
+            if self._serial.timeout != wait:  # pyserial reconfigures the port on every set
+                self._serial.timeout = wait
             try:
                 waiting = self._serial.in_waiting
                 chunk = self._serial.read(max(1, min(waiting, 4096)))
