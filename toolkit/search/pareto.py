@@ -5,6 +5,12 @@ devices — p90 latency, peak memory, energy, file size — worst case over devi
 Budgets and the accuracy limit are Optuna constraints (feasible when every value is <= 0), so
 the sampler learns where the feasible region is. Optuna is driven ask-and-tell: proposals come
 from the seeded sampler and the measured trials, so a resumed run replays them exactly.
+
+With `keep_study_in(storage, name)` the study lives in a database (Optuna's RDB storage) under
+the run's name, so drivers on several hosts ask and tell one study. `study_storage(url)` puts
+it beside the results database: in PostgreSQL a schema of its own (`edgeloop_optuna`: Optuna's
+`trials` and `alembic_version` tables would collide with edgeloop's), for SQLite a file beside
+it; an in-memory SQLite database keeps the study in memory.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from toolkit.search.base import CandidateKind, Goal, Strategy, Trial
 OBJECTIVE_METRICS = ("latency_p90_ms", "memory_mb", "energy_mj", "size_kb")
 SAMPLERS = ("tpe", "nsga2")
 CONSTRAINTS_ATTR = "edgeloop_constraints"
+OPTUNA_SCHEMA = "edgeloop_optuna"
+OPTUNA_SQLITE_FILE = "optuna-studies.db"
 
 
 class ParetoSearch(Strategy):
@@ -52,6 +60,17 @@ class ParetoSearch(Strategy):
         self._objectives: list[str] = []
         self._pending: dict[int, str] = {}  # optuna trial number -> candidate key
         self._optuna_trials: dict[int, Any] = {}
+        self._storage: Any = None
+        self._study_name: Optional[str] = None
+
+    def keep_study_in(self, storage: Any, study_name: str) -> None:
+        """Keeps the Optuna study in `storage` (see `study_storage`) as `study_name`.
+
+        The run's trial store stays the source of truth: a driver starting (or resuming, on
+        any host) the run makes the study again and replays the stored trials into it, so the
+        proposals are the same as without storage and the study always shows the run as
+        stored. Anyone can read it meanwhile (optuna-dashboard, `optuna.load_study`)."""
+        self._storage, self._study_name = storage, study_name
 
     def ask(self, history: Sequence[Trial]) -> list:
         import optuna
@@ -102,7 +121,13 @@ class ParetoSearch(Strategy):
                 multivariate=True,
                 constraints_func=_constraints,
             )
-        self._study = optuna.create_study(directions=directions, sampler=sampler)
+        if self._storage is not None:
+            try:
+                optuna.delete_study(study_name=self._study_name, storage=self._storage)
+            except KeyError:  # a new run: no study yet
+                pass
+        self._study = optuna.create_study(directions=directions, sampler=sampler,
+                                          storage=self._storage, study_name=self._study_name)
 
     def _tell(self, trial: Any, done: Trial) -> None:
         from optuna.trial import TrialState
@@ -129,3 +154,33 @@ class ParetoSearch(Strategy):
 
 def _constraints(frozen: Any) -> Sequence[float]:
     return frozen.user_attrs.get(CONSTRAINTS_ATTR, [0.0])
+
+
+def study_storage(db_url: str) -> Any:
+    """Optuna storage beside the results database at `db_url` (a SQLAlchemy URL); None for an
+    in-memory SQLite database (the study stays in this process)."""
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:":
+            return None
+        from pathlib import Path
+
+        beside = Path(url.database).with_name(OPTUNA_SQLITE_FILE)
+        return optuna.storages.RDBStorage(f"sqlite:///{beside}")
+    if url.get_backend_name() == "postgresql":
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
+        finally:
+            engine.dispose()
+        return optuna.storages.RDBStorage(
+            url.render_as_string(hide_password=False),
+            engine_kwargs={"connect_args": {"options": f"-c search_path={OPTUNA_SCHEMA}"}})
+    raise ConfigError(f"pareto: an Optuna study cannot live in a {url.get_backend_name()} "
+                      "database; use PostgreSQL or SQLite")

@@ -118,6 +118,13 @@ def _search(session: Session, loaded: Any, started: float
                              config.seed, prunable_layers(loaded.module, loaded.input_shape),
                              config.sampler,
                              group_costs(loaded.module, loaded.input_shape) if netadapt else None)
+    if config.strategy == "pareto":  # one study for every host working on this run
+        from toolkit.db.engine import resolve_url
+        from toolkit.search.pareto import study_storage
+
+        storage = study_storage(resolve_url())
+        if storage is not None:
+            strategy.keep_study_in(storage, f"edgeloop-{config.run_id}")
     live.total = strategy.max_trials
     live.budgets = budgets.budgeted
     for line in budgets.describe():
