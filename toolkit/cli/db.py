@@ -69,8 +69,9 @@ def current() -> None:
 
     engine = get_engine()
     found = _or_error(engine, current_revision)
-    click.echo(f"{where(engine)}: {found or 'empty (no revision)'} (this edgeloop: "
-               f"{head_revision()})")  # fmt: skip
+    click.echo(
+        f"{where(engine)}: {found or 'empty (no revision)'} (this edgeloop: {head_revision()})"
+    )
 
 
 def _or_error(engine: Any, read: Any) -> Any:

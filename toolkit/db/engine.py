@@ -22,9 +22,9 @@ from typing import Callable, Optional, TypeVar, Union
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
-from toolkit.errors import ResultsStoreError
+from toolkit.errors import ResultsStoreError, SetupError
 from toolkit.paths import edgeloop_home
 
 ENV_VAR = "EDGELOOP_DB"
@@ -34,7 +34,14 @@ BUSY_TIMEOUT_MS = 30_000
 RETRIES = 8
 """Attempts of one write transaction refused for contention (busy, deadlock, serialization)."""
 
+EXPECTED = "expected e.g. sqlite:///path/results.db or postgresql+psycopg://user@host:5432/db"
 T = TypeVar("T")
+
+
+class DatabaseURLError(ResultsStoreError, SetupError):
+    """`--db` / `EDGELOOP_DB` is not a database URL edgeloop can use (exit code 2)."""
+
+
 _engines: dict[tuple[int, str], Engine] = {}
 _lock = threading.Lock()
 
@@ -67,10 +74,7 @@ def normalize_url(url: Union[str, Path]) -> str:
     try:
         make_url(text)
     except ArgumentError:
-        raise ResultsStoreError(
-            f"results database URL {text!r}: expected e.g. sqlite:///path/results.db or "
-            "postgresql+psycopg://user@host/db"
-        ) from None
+        raise DatabaseURLError(f"results database URL {text!r}: {EXPECTED}") from None
     return text
 
 
@@ -109,7 +113,13 @@ def _make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         _sqlite_setup(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    try:
+        return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise DatabaseURLError(
+            f"results database URL {parsed.render_as_string(hide_password=True)!r}: {exc}; "
+            f"{EXPECTED}"
+        ) from None
 
 
 def _sqlite_setup(engine: Engine) -> None:

@@ -166,7 +166,7 @@ def lineage(sha: str, engine: Optional[Engine] = None) -> Optional[Lineage]:
     measurements = [
         MeasurementRow(
             r.device_id, r.runtime, r.p50_ms, r.p90_ms, r.peak_rss_mb, bool(r.ok), r.run_id, r.tag
-        )  # fmt: skip
+        )
         for r in rows
     ]
     return Lineage(artifact, ancestors, parent, measurements)
@@ -214,7 +214,7 @@ def render(found: Lineage) -> str:
                 ("p50_ms", m.p50_ms),
                 ("p90_ms", m.p90_ms),
                 ("peak_rss_mb", m.peak_rss_mb),
-            )  # fmt: skip
+            )
             if value is not None
         )
         lines.append(

@@ -16,8 +16,9 @@ from toolkit.paths import edgeloop_home
 RUN_FILE = "run.json"
 
 
-def restore_run_file(run_id: str, out_dir: Optional[Path] = None,
-                     engine: Optional[Engine] = None) -> Optional[Path]:  # fmt: skip
+def restore_run_file(
+    run_id: str, out_dir: Optional[Path] = None, engine: Optional[Engine] = None
+) -> Optional[Path]:
     """Writes `<out_dir>/<run_id>/run.json` from the database when this host lacks it.
 
     Args:
