@@ -54,7 +54,13 @@ def distributions(
             )
         else:
             fig.add_trace(go.Box(y=list(samples), name=name, boxpoints=False))
-    fig.update_layout(title=title, yaxis_title="latency (ms)", showlegend=False, **_LAYOUT)
+    fig.update_layout(
+        title=title,
+        yaxis_title="latency (ms, log scale)",
+        yaxis_type="log",
+        showlegend=False,
+        **_LAYOUT,
+    )
     return to_div(fig, div_id)
 
 
@@ -117,9 +123,16 @@ def pareto_figure(
             line={"color": "firebrick"},
         )
     )
-    if budget is not None:
-        fig.add_vline(
-            x=budget, line_dash="dash", line_color="gray", annotation_text=f"budget {budget:g} ms"
+    if budget is not None and points:
+        accuracies = [p["accuracy"] for p in points]
+        fig.add_trace(
+            go.Scatter(
+                x=[budget, budget],
+                y=[min(accuracies), max(accuracies)],
+                mode="lines",
+                name=f"budget {budget:.4g} ms",
+                line={"color": "gray", "dash": "dash"},
+            )
         )
     fig.update_layout(
         title="Pareto front",

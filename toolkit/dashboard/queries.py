@@ -509,17 +509,18 @@ def artifact(engine: Engine, tables: Tables, sha: str) -> Optional[dict[str, Any
 
 
 def parent_of(engine: Engine, tables: Tables, child: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """The artifact built from the model `child` was compressed from (its `model_sha256` is
-    the child's `parent_sha256`); None for a root or an unrecorded parent."""
+    """The artifact (same format first) built from the model `child` was compressed from:
+    its `model_sha256` is the child's `parent_sha256`. None for a root (an export of the
+    model itself, whose parent state is its own) or an unrecorded parent."""
     a = tables.get("artifacts")
-    if a is None or not child.get("parent_sha256"):
+    parent = child.get("parent_sha256")
+    if a is None or not parent or parent == child.get("model_sha256"):
         return None
+    same_format = (a.c.format == child.get("format")).desc()
     stmt = (
         select(a)
-        .where(
-            or_(a.c.model_sha256 == child["parent_sha256"], a.c.sha256 == child["parent_sha256"])
-        )
-        .order_by(a.c.created)
+        .where(a.c.model_sha256 == parent, a.c.sha256 != child["sha256"])
+        .order_by(same_format, a.c.created)
         .limit(1)
     )
     with engine.connect() as db:
@@ -528,13 +529,14 @@ def parent_of(engine: Engine, tables: Tables, child: dict[str, Any]) -> Optional
 
 
 def children_of(engine: Engine, tables: Tables, node: dict[str, Any]) -> list[dict[str, Any]]:
+    """Artifacts compressed from this artifact's model (not its own other formats)."""
     a = tables.get("artifacts")
-    keys = [k for k in (node.get("model_sha256"), node.get("sha256")) if k]
-    if a is None or not keys:
+    model = node.get("model_sha256")
+    if a is None or not model:
         return []
     stmt = (
         select(a.c.sha256, a.c.format, a.c.created, a.c.recipe_json)
-        .where(a.c.parent_sha256.in_(keys))
+        .where(a.c.parent_sha256 == model, a.c.model_sha256 != model)
         .order_by(a.c.created)
         .limit(100)
     )

@@ -110,7 +110,7 @@ def measurements_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
     groups: dict[str, list[float]] = {}
     for row in rows:
         if samples.get(row["id"]):
-            label = f"{row['model_name']} @ {row['device_id']}"
+            label = f"{row['model_name']} {(row['model_sha256'] or '')[:8]} @ {row['device_id']}"
             if label in groups or len(groups) < MAX_CHART_GROUPS:
                 groups.setdefault(label, []).extend(samples[row["id"]])
     kind = "violin" if params.get("chart") == "violin" else "box"
@@ -205,7 +205,7 @@ def lineage_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
     context: dict[str, Any] = {"sha": sha, "has_lineage": src.tables.get("artifacts") is not None}
     if not sha:
         context["artifacts"] = [
-            {**a, "card": json.loads(a["card_json"]) if a.get("card_json") else {}}
+            {**a, "summary": card_summary(json.loads(a["card_json"] or "{}"), a["format"] or "")}
             for a in queries.artifact_list(src.engine, src.tables)
         ]
         context["models"] = queries.top_models(src.engine, src.tables)
@@ -216,11 +216,13 @@ def lineage_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
     current = node
     while current is not None and current["sha256"] not in seen and len(chain) < 20:
         seen.add(current["sha256"])
+        card = json.loads(current["card_json"] or "{}")
         chain.append(
             {
                 **current,
                 "recipe": json.loads(current["recipe_json"] or "null"),
-                "card": json.loads(current["card_json"] or "{}"),
+                "card": card,
+                "summary": card_summary(card, current.get("format") or ""),
             }
         )
         current = queries.parent_of(src.engine, src.tables, current)
@@ -231,6 +233,21 @@ def lineage_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
         measured=queries.model_by_device(src.engine, src.tables, node["sha256"] if node else sha),
     )
     return context
+
+
+def card_summary(card: Mapping[str, Any], fmt: str) -> dict[str, Any]:
+    """The figures of a model card a person compares: file size (KB), MACs, parameters and
+    accuracy (%; the artifact's own host accuracy when measured, else the model's)."""
+    file = (card.get("artifacts") or {}).get(fmt) or {}
+    size = file.get("size_bytes")
+    return {
+        "model": card.get("model", ""),
+        "size_kb": size / 1024 if size else None,
+        "macs": card.get("macs"),
+        "parent_macs": card.get("parent_macs"),
+        "parameters": card.get("parameters_total"),
+        "accuracy_pct": file.get("host_accuracy_pct", card.get("accuracy_after_pct")),
+    }
 
 
 # -- tuning ------------------------------------------------------------------------------------
@@ -322,7 +339,7 @@ def gates_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
     rows = queries.gate_rows(src.engine, src.tables, [r["run_id"] for r in runs], device)
     by_run: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        by_run.setdefault(row["run_id"], []).append(row)
+        by_run.setdefault(row["run_id"], []).append({**row, "message": _detail(row["detail"])})
     return {
         "fleet": fleet,
         "device": device,
@@ -331,6 +348,17 @@ def gates_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
         "choices": queries.gate_choices(src.engine, src.tables),
         "has_gates": src.tables.get("validation_runs") is not None,
     }
+
+
+def _detail(text: Optional[str]) -> str:
+    """A gate check's detail as a person reads it: its "message" when it is JSON with one."""
+    import json
+
+    try:
+        raw = json.loads(text or "")
+    except ValueError:
+        return text or ""
+    return str(raw.get("message", text)) if isinstance(raw, dict) else str(raw)
 
 
 # -- history -----------------------------------------------------------------------------------
