@@ -55,8 +55,12 @@ class DashboardProcess:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "toolkit.cli.main", "dashboard", "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-            start_new_session=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
         self.output: list[str] = []
         self.url = self._wait_ready()
 
@@ -91,8 +95,9 @@ class DashboardProcess:
 
 
 @contextmanager
-def dashboard_server(db_url: str, env: Optional[dict[str, str]] = None,
-                     args: tuple[str, ...] = ()) -> Iterator[DashboardProcess]:
+def dashboard_server(
+    db_url: str, env: Optional[dict[str, str]] = None, args: tuple[str, ...] = ()
+) -> Iterator[DashboardProcess]:
     """Serves the dashboard over `db_url` until the block ends."""
     server = DashboardProcess(["--db", db_url, *args], {**os.environ, **(env or {})})
     try:

@@ -73,45 +73,95 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     home = root / "home"
     tiny, wide = build_pair(root / "models")
-    agents = [AgentProcess(root / "cache-pi", ("--device-id", "lab-pi-01")),
-              AgentProcess(root / "cache-nuc", ("--device-id", "lab-nuc-02"))]
+    agents = [
+        AgentProcess(root / "cache-pi", ("--device-id", "lab-pi-01")),
+        AgentProcess(root / "cache-nuc", ("--device-id", "lab-nuc-02")),
+    ]
     pi, nuc = (a.address for a in agents)
     tune = None
     try:
         # One model file whose build got slower between two tags: tiny bytes at v1, wide at v2.
         kws = root / "kws.tflite"
         shutil.copy(tiny, kws)
-        edgeloop("profile", str(kws), "--device", pi, "--repeat", "3", "--tag", "v1", *QUICK,
-                 home=home)
+        edgeloop(
+            "profile", str(kws), "--device", pi, "--repeat", "3", "--tag", "v1", *QUICK, home=home
+        )
         shutil.copy(wide, kws)
-        edgeloop("profile", str(kws), "--device", pi, "--repeat", "3", "--tag", "v2", *QUICK,
-                 home=home)
+        edgeloop(
+            "profile", str(kws), "--device", pi, "--repeat", "3", "--tag", "v2", *QUICK, home=home
+        )
         edgeloop("profile", str(tiny), "--device", nuc, "--tag", "v2", *QUICK, home=home)
         fleets = root / "profiles" / "fleets"
         fleets.mkdir(parents=True)
         dead_port = _free_port()
-        (fleets / "bench.yaml").write_text(yaml.safe_dump({"name": "bench", "devices": [
-            {"name": "lab-pi", "address": pi, "budgets": {"latency_p90_ms": 1000}},
-            {"name": "lab-nuc", "address": nuc, "budgets": {"latency_p90_ms": 1e-6}},
-        ]}))
-        (fleets / "spares.yaml").write_text(yaml.safe_dump({"name": "spares", "devices": [
-            {"name": "lab-dead", "address": f"127.0.0.1:{dead_port}"}]}))
-        gate = edgeloop("validate", str(tiny), "--fleet", str(fleets / "bench.yaml"),
-                        "--runs", "20", "--min-seconds", "0.2", "--junit",
-                        str(root / "junit.xml"), "--html", str(root / "gate.html"),
-                        "--tag", "v2", home=home, check=False)
+        (fleets / "bench.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "name": "bench",
+                    "devices": [
+                        {"name": "lab-pi", "address": pi, "budgets": {"latency_p90_ms": 1000}},
+                        {"name": "lab-nuc", "address": nuc, "budgets": {"latency_p90_ms": 1e-6}},
+                    ],
+                }
+            )
+        )
+        (fleets / "spares.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "name": "spares",
+                    "devices": [{"name": "lab-dead", "address": f"127.0.0.1:{dead_port}"}],
+                }
+            )
+        )
+        gate = edgeloop(
+            "validate",
+            str(tiny),
+            "--fleet",
+            str(fleets / "bench.yaml"),
+            "--runs",
+            "20",
+            "--min-seconds",
+            "0.2",
+            "--junit",
+            str(root / "junit.xml"),
+            "--html",
+            str(root / "gate.html"),
+            "--tag",
+            "v2",
+            home=home,
+            check=False,
+        )
         assert gate.returncode == 1, gate.stderr  # lab-nuc fails its budget
         space = root / "space.yaml"
         space.write_text(yaml.safe_dump({"dimensions": {"prune_amount": [0.0, 0.25, 0.5]}}))
         env = {k: v for k, v in os.environ.items() if k != "EDGELOOP_LOCAL_AGENT"}
         env.update({"EDGELOOP_HOME": str(home), "EDGELOOP_AGENT_IDLE_S": IDLE_S})
         tune = subprocess.Popen(
-            [sys.executable, "-m", "toolkit.cli.main", "tune", "digits-mlp", "--device", pi,
-             "--strategy", "grid", "--space", str(space), "--budget-ratio",
-             "latency_p90=0.9", "--min-seconds", "0.2", "--tag", "v3"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        yield Lab(root, home, home / "results.db", root / "profiles", _sha(tiny), _sha(wide),
-                  tune)
+            [
+                sys.executable,
+                "-m",
+                "toolkit.cli.main",
+                "tune",
+                "digits-mlp",
+                "--device",
+                pi,
+                "--strategy",
+                "grid",
+                "--space",
+                str(space),
+                "--budget-ratio",
+                "latency_p90=0.9",
+                "--min-seconds",
+                "0.2",
+                "--tag",
+                "v3",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        yield Lab(root, home, home / "results.db", root / "profiles", _sha(tiny), _sha(wide), tune)
     finally:
         if tune is not None and tune.poll() is None:
             tune.kill()
@@ -145,7 +195,8 @@ def page(chromium):  # noqa: F811 - the fixture imported above
 def test_tuning_page_shows_new_trials_while_the_run_is_in_progress(lab, server, page):
     deadline = time.monotonic() + 300
     while not lab.rows("SELECT name FROM sqlite_master WHERE name = 'tune_runs'") or not (
-            lab.rows("SELECT run_id FROM tune_runs")):
+        lab.rows("SELECT run_id FROM tune_runs")
+    ):
         assert lab.tune.poll() is None, lab.tune.communicate()[1][-2000:]
         assert time.monotonic() < deadline, "the tuning run never appeared in the database"
         time.sleep(0.5)
@@ -154,12 +205,12 @@ def test_tuning_page_shows_new_trials_while_the_run_is_in_progress(lab, server, 
     page.click(f"#tune-runs a[href='/tuning/{run_id}']")
     first = int(page.text_content("#trial-count"))
     # The page fetches /api/tuning/RUN every few seconds: more trials appear without a reload.
-    page.wait_for_function(f"Number(document.body.dataset.refreshed || 0) > {first}",
-                           timeout=300_000)
+    page.wait_for_function(
+        f"Number(document.body.dataset.refreshed || 0) > {first}", timeout=300_000
+    )
     lab.wait_tune()
     stored = lab.rows("SELECT count(*) FROM trials WHERE run_id = ?", run_id)[0][0]
-    page.wait_for_function(f"Number(document.body.dataset.refreshed) === {stored}",
-                           timeout=30_000)
+    page.wait_for_function(f"Number(document.body.dataset.refreshed) === {stored}", timeout=30_000)
     assert page.locator("#trials tr").count() == stored + 1  # and the header
     assert page.locator("#pareto.js-plotly-plot").count() == 1
     assert page.locator("#trajectory.js-plotly-plot").count() == 1
@@ -180,8 +231,9 @@ def test_devices_page_asks_every_fleet_agent_and_lists_measured_devices(lab, ser
     assert dead.text_content().startswith("down")
     assert dead.evaluate("e => getComputedStyle(e).color") == RED
     seen = page.text_content("#seen-devices")
-    for device_id, count in lab.rows("SELECT device_id, count(*) FROM measurements "
-                                     "GROUP BY device_id"):
+    for device_id, count in lab.rows(
+        "SELECT device_id, count(*) FROM measurements GROUP BY device_id"
+    ):
         row = page.locator("#seen-devices tr", has_text=device_id)
         assert device_id in seen and row.locator("td.num").first.text_content() == str(count)
     screenshot(page, "devices")
@@ -213,9 +265,14 @@ def test_measurements_filter_then_compare_two_builds_on_one_device(lab, server, 
     assert "slower" in verdict and "rounds" in verdict, verdict
     assert page.locator("#compare-distributions.js-plotly-plot").count() == 1
     rounds = page.locator("#compare-runs tr").count() - 1
-    stored = [lab.rows("SELECT count(*) FROM measurements WHERE device_id = 'lab-pi-01' "
-                       "AND model_sha256 = ? AND ok = 1", sha)[0][0]
-              for sha in (lab.tiny_sha, lab.wide_sha)]
+    stored = [
+        lab.rows(
+            "SELECT count(*) FROM measurements WHERE device_id = 'lab-pi-01' "
+            "AND model_sha256 = ? AND ok = 1",
+            sha,
+        )[0][0]
+        for sha in (lab.tiny_sha, lab.wide_sha)
+    ]
     assert rounds == min(*stored, 10) and f"{rounds} rounds" in verdict
     screenshot(page, "compare")
 
@@ -241,19 +298,23 @@ def test_a_failing_gate_is_red_with_its_junit_and_html_files(lab, server, page):
     run = page.locator(".gate-run").first
     assert run.locator("h2 .fail").text_content() == "FAIL"
     failed = run.locator("tr.failed")
-    stored = lab.rows("SELECT device, \"check\" FROM gate_results WHERE passed = 0")
+    stored = lab.rows('SELECT device, "check" FROM gate_results WHERE passed = 0')
     assert failed.count() == len(stored) >= 1
-    assert {(r.locator("td").nth(0).text_content(), r.locator("td").nth(1).text_content())
-            for r in failed.all()} == set(stored)
+    assert {
+        (r.locator("td").nth(0).text_content(), r.locator("td").nth(1).text_content())
+        for r in failed.all()
+    } == set(stored)
     assert failed.first.locator("td.fail").evaluate("e => getComputedStyle(e).color") == RED
     assert "budget" in failed.first.text_content()
     passed = run.locator("td.pass")
     assert passed.count() == lab.rows("SELECT count(*) FROM gate_results WHERE passed = 1")[0][0]
-    junit = page.request.get(server.url.rstrip("/") + run.locator("a", has_text="JUnit")
-                             .get_attribute("href"))
+    junit = page.request.get(
+        server.url.rstrip("/") + run.locator("a", has_text="JUnit").get_attribute("href")
+    )
     assert junit.ok and "<testsuite" in junit.text()
-    html = page.request.get(server.url.rstrip("/") + run.locator("a", has_text="HTML")
-                            .get_attribute("href"))
+    html = page.request.get(
+        server.url.rstrip("/") + run.locator("a", has_text="HTML").get_attribute("href")
+    )
     assert html.ok and "lab-nuc" in html.text()
     screenshot(page, "gates")
 
@@ -271,19 +332,26 @@ def test_history_flags_the_build_that_got_slower_beyond_the_noise(lab, server, p
 
 def test_lineage_shows_the_tuned_artifact_its_parent_and_its_measurements(lab, server, page):
     lab.wait_tune()
-    child = lab.rows("SELECT sha256, parent_sha256 FROM artifacts WHERE format = 'tflite' "
-                     "AND recipe_json != '[]' ORDER BY created LIMIT 1")
+    child = lab.rows(
+        "SELECT sha256, parent_sha256 FROM artifacts WHERE format = 'tflite' "
+        "AND recipe_json != '[]' ORDER BY created LIMIT 1"
+    )
     assert child, "tune recorded no compressed artifact"
     page.goto(server.url + "lineage")
-    assert page.locator("#artifacts tr").count() == min(
-        100, lab.rows("SELECT count(*) FROM artifacts")[0][0]) + 1
+    assert (
+        page.locator("#artifacts tr").count()
+        == min(100, lab.rows("SELECT count(*) FROM artifacts")[0][0]) + 1
+    )
     page.click(f"#artifacts a[href='/lineage?sha={child[0][0]}']")
     chain = page.locator("#lineage-chain tr")
     assert chain.count() == 3  # header, the artifact, the exported base model it came from
     assert "prune" in chain.nth(1).text_content()
     assert "export only" in chain.nth(2).text_content()
-    measured = lab.rows("SELECT device_id, count(*) FROM measurements WHERE model_sha256 = ? "
-                        "AND ok = 1 GROUP BY device_id", child[0][0])
+    measured = lab.rows(
+        "SELECT device_id, count(*) FROM measurements WHERE model_sha256 = ? "
+        "AND ok = 1 GROUP BY device_id",
+        child[0][0],
+    )
     rows = page.locator("#lineage-measurements tr")
     assert rows.count() == len(measured) + 1
     assert rows.nth(1).locator("td").nth(2).text_content() == str(measured[0][1])
@@ -298,22 +366,39 @@ def test_token_is_required_when_set_and_a_browser_keeps_it_in_a_cookie(lab, page
         denied = page.goto(srv.url + "devices")
         assert denied.status == 401 and "token required" in page.text_content("body")
         with pytest.raises(urllib.error.HTTPError) as wrong:
-            urllib.request.urlopen(urllib.request.Request(
-                srv.url + "measurements", headers={"Authorization": "Bearer nope"}))
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    srv.url + "measurements", headers={"Authorization": "Bearer nope"}
+                )
+            )
         assert wrong.value.code == 401
-        ok = urllib.request.urlopen(urllib.request.Request(
-            srv.url + "measurements", headers={"Authorization": "Bearer s3cret-lab-token"}))
+        ok = urllib.request.urlopen(
+            urllib.request.Request(
+                srv.url + "measurements", headers={"Authorization": "Bearer s3cret-lab-token"}
+            )
+        )
         assert ok.status == 200
         page.goto(srv.url + "measurements?token=s3cret-lab-token")
         assert "token=" not in page.url  # redirected without it
-        assert page.text_content("#total") == str(lab.rows("SELECT count(*) FROM measurements")
-                                                  [0][0])
+        assert page.text_content("#total") == str(
+            lab.rows("SELECT count(*) FROM measurements")[0][0]
+        )
         page.goto(srv.url + "gates")  # the cookie carries it from now on
         assert page.locator(".gate-run").count() >= 1
 
 
 def test_serving_beyond_loopback_without_a_token_is_refused(lab):
-    done = edgeloop("dashboard", "--host", "0.0.0.0", "--port", "0", "--db", lab.url,
-                    home=lab.home, check=False, timeout=60)
+    done = edgeloop(
+        "dashboard",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+        "--db",
+        lab.url,
+        home=lab.home,
+        check=False,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "refusing to serve the dashboard on 0.0.0.0 without a token" in done.stderr
