@@ -153,8 +153,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     path = write_results("serial", figures)
     print(f"{figures['model']}, input {figures['input_bytes']} B; {figures['note']}")
     print(
-        f"{'baud':>8} {'N':>3} {'DUT p50':>9} {'trip p50':>9} {'overhead p50':>13} "
-        f"{'B out/in':>11} {'wire ms':>8}"
+        f"{'baud':>8} {'N':>3} {'DUT p50':>9} {'trip p50':>9} {'overhead p50 (min)':>19} "
+        f"{'B out/in':>11} {'wire ms':>8}  per inference, ms"
     )
     for r in figures["rows"]:
         print(
