@@ -242,3 +242,36 @@ def test_a_build_worker_killed_mid_trial_is_retried_and_nothing_is_measured_twic
     counts = _rows_per_model_and_device(result["run_id"])
     assert counts and set(counts.values()) == {1}
     assert result["new_measurements"] == len(counts)
+
+
+def test_the_pareto_study_lives_beside_the_results_database_and_resume_rebuilds_it(tmp_path):
+    from dataclasses import replace
+
+    import optuna
+
+    from toolkit.db.engine import resolve_url
+    from toolkit.search.pareto import OPTUNA_SQLITE_FILE, study_storage
+    from toolkit.search.space import Dimension, SearchSpace
+    from toolkit.tune.config import TuneConfig
+    from toolkit.tune.live import LiveView
+    from toolkit.tune.runner import run_tune
+
+    space = SearchSpace(
+        (Dimension("prune_amount", (0.0, 0.25, 0.5, 0.75)),), finetune_epochs=1, final_epochs=1
+    )
+    config = TuneConfig(strategy="pareto", space=space, trials=2, out_dir=tmp_path)
+    config = replace(config, bench=replace(config.bench, min_seconds=0.1))
+    run_tune(config, live=LiveView(0, enabled=False))
+
+    url = resolve_url()
+    if url.startswith("sqlite:"):
+        assert (Path(url.split(":///", 1)[1]).parent / OPTUNA_SQLITE_FILE).is_file()
+    storage = study_storage(url)
+    study = optuna.load_study(study_name=f"edgeloop-{config.run_id}", storage=storage)
+    first = [t.params for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(first) == 2
+
+    more = run_tune(replace(config, trials=3), live=LiveView(0, enabled=False))
+    study = optuna.load_study(study_name=f"edgeloop-{config.run_id}", storage=storage)
+    again = [t.params for t in study.trials if t.state.name == "COMPLETE"]
+    assert more.trials == 3 and again[:2] == first  # replayed in order, then one more
