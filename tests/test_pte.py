@@ -19,7 +19,11 @@ from toolkit.measurement import BenchmarkOptions  # noqa: E402
 from toolkit.models.zoo import ZOO, build  # noqa: E402
 
 QUICK = BenchmarkOptions(
-    warmup_runs=3, warmup_min_seconds=0.01, min_runs=20, min_seconds=0.2, idle_seconds=0,
+    warmup_runs=3,
+    warmup_min_seconds=0.01,
+    min_runs=20,
+    min_seconds=0.2,
+    idle_seconds=0,
     power_sensor="none",
 )
 INT8 = [{"quantize": {"scheme": "int8-static", "calibration": 64}}]
@@ -78,8 +82,9 @@ def test_zoo_ds_cnn_exports_fp32_and_int8_pte_that_agree_with_torch(ds_cnn, tmp_
         y = ds_cnn(x).argmax(1)
     data = Dataset("noise", x, y, x, y, 10, tuple(shape[1:]))
     lines: list[str] = []
-    result = compress(ds_cnn, INT8, data, tmp_path / "int8", export=["pte"], input_shape=shape,
-                      log=lines.append)
+    result = compress(
+        ds_cnn, INT8, data, tmp_path / "int8", export=["pte"], input_shape=shape, log=lines.append
+    )
     record = result.card.artifacts["pte"]
     assert record.parity["ok"] and record.ops.get(DELEGATE, 0) >= 1
     # XNNPACK leaves the int8 flatten after the global pool to the portable kernels (a copy
