@@ -136,3 +136,32 @@ def test_a_bad_url_is_a_setup_error_in_one_line_naming_what_was_expected():
     assert done.returncode == 2, done.stderr
     assert "nonsense://" in done.stderr and "expected e.g." in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_results_db_written_by_the_sqlite3_era_store_is_adopted_with_its_rows(tmp_path):
+    """The sqlite3 code's v2 file (PRAGMA user_version 2, no alembic_version) opens: revision
+    v2 adopts its table, v3 adds to it, its rows read back, and old-code readers are told."""
+    import contextlib
+    import sqlite3
+
+    from toolkit.db.migrations.versions.v2_results_store import FIXED, FLAT
+
+    path = tmp_path / "results.db"
+    kinds = {"I": "INTEGER", "R": "REAL", "T": "TEXT"}
+    columns = ", ".join(f"{name} {kinds[kind]}" for name, kind in FIXED + FLAT)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(f"CREATE TABLE measurements (id INTEGER PRIMARY KEY AUTOINCREMENT, {columns})")
+        db.execute("CREATE INDEX by_model ON measurements (model_sha256, device_id)")
+        db.execute("CREATE INDEX by_run ON measurements (run_id)")
+        db.execute(
+            "INSERT INTO measurements (run_id, ok, device_id, p90_ms) "
+            "VALUES ('v2-run', 1, 'd', 3.5)"
+        )
+        db.execute("PRAGMA user_version = 2")
+        db.commit()
+
+    rows = ResultsStore(path).query(run_id="v2-run")
+    assert len(rows) == 1 and rows.iloc[0]["p90_ms"] == 3.5
+    assert current_revision(get_engine(str(path))) == CURRENT
+    with contextlib.closing(sqlite3.connect(path)) as db:  # what the sqlite3-era code checks
+        assert db.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION

@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from tests.fixtures_postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
 from toolkit.db import schema
 from toolkit.db.engine import get_engine
+from toolkit.db.upgrade import ensure_current
 from toolkit.results.store import ResultsStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -247,6 +248,7 @@ def _trials(engine, run_id: str) -> dict[int, dict]:
 def _wait_for_trials(proc: subprocess.Popen, engine, count: int, timeout_s: float = 420) -> str:
     """The run id once the database holds `count` trials of one run (fails at once if the
     run exits first)."""
+    ensure_current(engine)  # the tables exist whether or not the run has created them yet
     t = schema.trials
     query = select(t.c.run_id, func.count()).group_by(t.c.run_id)
     deadline = time.monotonic() + timeout_s
