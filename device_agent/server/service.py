@@ -173,14 +173,23 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
         writer: PushWriter = self.cache.begin_push(
             sha, first.name, first.size_bytes, PB_TO_FORMAT.get(first.format, "")
         )
-        try:
+        writing: Optional[asyncio.Future] = None  # one chunk hashed and written at a time,
+        try:  # while the next one is received
             chunk = first
             while chunk is not None:
                 if chunk.data:
-                    await loop.run_in_executor(self._io, writer.write, chunk.data)
+                    if writing is not None:
+                        await writing
+                    writing = loop.run_in_executor(self._io, writer.write, chunk.data)
                 chunk = await self._next_chunk(chunks)
+            if writing is not None:
+                await writing
             entry = await loop.run_in_executor(self._io, writer.commit)
         finally:
+            if writing is not None and not writing.done():
+                await asyncio.wait([writing])  # abort() must not race the last write
+            if writing is not None and writing.done() and not writing.cancelled():
+                writing.exception()  # retrieved: the failure that matters is already raised
             writer.abort()
         return pb.PushModelReply(sha256=sha, size_bytes=entry.size_bytes, already_present=False)
 

@@ -57,7 +57,9 @@ if TYPE_CHECKING:  # numpy is imported by infer(): a CLI profile does not pay fo
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 512 << 10  # small chunks keep the stream pipelined (measured: bench/bench_core.py)
+CHUNK_BYTES = 1 << 20
+"""Push chunk size. The agent hashes and writes one chunk while it receives the next; 1 MiB
+chunks halved the client's CPU time per push against 512 KiB (64 MiB: ~100 -> ~50 ms here)."""
 MAX_MESSAGE_BYTES = 64 * 2**20
 KEEPALIVE_S = 5.0  # a ping after this much silence on the link ...
 KEEPALIVE_TIMEOUT_S = 5.0  # ... unanswered this long: the link is dead (call fails UNAVAILABLE)
