@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from device_agent.measure import device_state
-from device_agent.measure.device_state import format_cpu_list
 from device_agent.measure.options import DEFAULTS
 from toolkit.cli.db import tag_option
 from toolkit.cli.display import printable
@@ -77,6 +75,8 @@ def measurement_table(m: Measurement) -> list[tuple[str, str]]:
 
 def _device_state(m: Measurement) -> str:
     """Governor, frequency, CPUs and temperature across the timed window, where read."""
+    from device_agent.measure.device_state import format_cpu_list  # imports the sensors
+
     parts = []
     governor, freq = getattr(m, "governor", None), getattr(m, "cpu_freq_mhz", None)
     if governor or freq:
@@ -96,6 +96,10 @@ def _device_state(m: Measurement) -> str:
 
 def parse_cpu_list(text: str) -> tuple[int, ...]:
     """`--cpu-affinity`: the agent's CPU-list syntax; a bad list is a usage error naming it."""
+    if not text.strip():
+        return ()  # no pinning asked: nothing to import (device_state imports the sensors)
+    from device_agent.measure import device_state
+
     try:
         return device_state.parse_cpu_list(text)
     except ValueError as exc:
