@@ -340,3 +340,23 @@ def test_a_serial_profile_without_its_port_is_a_config_error_naming_file_and_key
     with pytest.raises(ConfigError, match=r"board\.yaml: target: expected an attached device"):
         load_profile(str(bad))
     assert load_profile("mcu-serial").serial.port == "/dev/ttyACM0"
+
+
+def test_a_port_in_use_by_one_session_is_refused_to_a_second(dut_models):
+    from device_agent.serial_dut.link import SerialLinkError
+
+    with emulated_dut(dut_models["int8"]) as port, DutSession.open(port, 115200, FAST) as s:
+        with pytest.raises(SerialLinkError, match=rf"{port}: cannot open serial port"):
+            DutSession.open(port, 115200, FAST)
+        assert s.identify().vendor == "edgeloop-emulator"
+
+
+def test_a_malformed_serial_dut_flag_stops_the_agent_with_a_usage_error():
+    done = subprocess.run(
+        [sys.executable, "-m", "device_agent", "serve", "--serial-dut", "/dev/ttyACM0:fast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--serial-dut: '/dev/ttyACM0:fast': expected PORT[:BAUD]" in done.stderr

@@ -29,6 +29,8 @@ from device_agent.serial_dut.session import DutSession, DutTimeouts
 KIND = "mlperf-tiny-dut"
 PROBE_MAX_AGE_S = 10.0
 """GetInfo reuses a handshake this recent instead of talking to the DUT again."""
+PROBE_WAIT_S = 3.0
+"""GetInfo waits this long for a handshake another GetInfo is running on the same port."""
 
 
 @dataclass
@@ -41,6 +43,7 @@ class AttachedDut:
     last_probe: Optional[ProbeResult] = None
     probed_at: float = 0.0
     usb_vid_pid: str = ""
+    running: bool = False  # a benchmark holds the port
 
     @property
     def id(self) -> str:
@@ -49,14 +52,16 @@ class AttachedDut:
     def describe(self) -> pb.AttachedDevice:
         """Its GetInfo entry; handshakes again when the last one is old and the port is free."""
         fresh = time.monotonic() - self.probed_at < PROBE_MAX_AGE_S
-        busy = False
-        if not fresh and self.lock.acquire(blocking=False):
+        busy = self.running
+        # another GetInfo may be probing: wait for it (a benchmark is not waited for)
+        if not fresh and not busy and self.lock.acquire(timeout=PROBE_WAIT_S):
             try:
-                self.last_probe, self.probed_at = probe(self.port, self.baud), time.monotonic()
+                if time.monotonic() - self.probed_at >= PROBE_MAX_AGE_S:
+                    self.last_probe = probe(self.port, self.baud)
+                    self.probed_at = time.monotonic()
             finally:
                 self.lock.release()
-        elif not fresh:
-            busy = True
+        busy = busy or self.running
         entry = pb.AttachedDevice(
             id=self.id, kind=KIND, port=self.port, baud=self.baud, usb_vid_pid=self.usb_vid_pid
         )
@@ -104,6 +109,7 @@ class AttachedDuts:
         if not dut.lock.acquire(blocking=False):
             on_progress(pb.Progress(phase="queued", total=1))
             dut.lock.acquire()
+        dut.running = True
         try:
             try:
                 session = DutSession.open(dut.port, dut.baud, self.timeouts)
@@ -119,6 +125,7 @@ class AttachedDuts:
                 error_message=f"{dut.id}: {type(exc).__name__}: {exc}",
             )
         finally:
+            dut.running = False
             dut.lock.release()
 
     async def benchmark_events(

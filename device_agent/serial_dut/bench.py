@@ -186,6 +186,8 @@ def _run(
                 break
             if n % 50 == 0:
                 event("timed", n, options.min_runs)
+            elif cancelled():
+                raise _Cancelled()
         result.timed_window_s = time.monotonic() - timed_start
     except _Cancelled:
         result.error_kind, result.error_message = pb.ERROR_KIND_BAD_REQUEST, "benchmark cancelled"

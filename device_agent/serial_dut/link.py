@@ -47,7 +47,10 @@ class SerialLink:
             ) from None
         self.port, self.baud = port, baud
         try:
-            self._serial = serial.Serial(port, baud, timeout=0.05, write_timeout=5.0)
+            # exclusive: a second process (another agent, a host run) cannot talk over this one
+            self._serial = serial.Serial(
+                port, baud, timeout=0.05, write_timeout=5.0, exclusive=True
+            )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise SerialLinkError(
                 f"{port}: cannot open serial port at {baud} baud: {_reason(exc)}"
