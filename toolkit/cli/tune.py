@@ -89,9 +89,9 @@ def tune(model, data, devices, budgets, ratios, max_accuracy_drop, strategy, tri
 
     runner = make_executor(executor, ray_address)
     if resume:
-        from toolkit.db.runs import restore_run_file
+        from toolkit.db.runs import prepare_resume
 
-        restore_run_file(resume, out)  # a run started on another host, from the database
+        prepare_resume(resume, out)  # a run started on another host: from the database
         config = load_run(resume, out, trials=trials, time_limit_min=time_limit)
     else:
         devices = tuple(devices) or ("local",)

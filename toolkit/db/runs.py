@@ -1,5 +1,5 @@
 """Tuning runs by id across hosts: a run started on one host can be resumed on another that
-points at the same database, from the `run.json` its `tune_runs` row keeps."""
+points at the same database, from the `run.json` its `tune_runs` row keeps, under its tag."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ from sqlalchemy import Engine, select
 
 from toolkit.db import schema
 from toolkit.db.engine import get_engine
+from toolkit.db.labels import current_tag, select_tag
 from toolkit.db.upgrade import ensure_current
 from toolkit.paths import edgeloop_home
 
 RUN_FILE = "run.json"
 
 
-def restore_run_file(
+def prepare_resume(
     run_id: str, out_dir: Optional[Path] = None, engine: Optional[Engine] = None
 ) -> Optional[Path]:
-    """Writes `<out_dir>/<run_id>/run.json` from the database when this host lacks it.
+    """Before `tune --resume RUN_ID`: writes `<out_dir>/<run_id>/run.json` from the database
+    when this host lacks it, and labels the rows the resumed run writes with the run's tag
+    unless `--tag` gave another.
 
     Args:
         run_id: the run's id (a folder path that holds a run.json is left alone).
@@ -30,18 +33,24 @@ def restore_run_file(
         The file written, or None (the run is here already, or the database does not know it).
     """
     if (Path(run_id) / RUN_FILE).is_file():
-        return None
-    folder = Path(out_dir or edgeloop_home() / "runs") / run_id
-    if (folder / RUN_FILE).is_file():
-        return None
+        run_id = Path(run_id).name
+        folder = None
+    else:
+        folder = Path(out_dir or edgeloop_home() / "runs") / run_id
+        if (folder / RUN_FILE).is_file():
+            folder = None
     engine = engine or get_engine()
     ensure_current(engine)
     t = schema.tune_runs
     with engine.connect() as conn:
-        text = conn.execute(select(t.c.config_json).where(t.c.run_id == run_id)).scalar()
-    if not text:
+        row = conn.execute(select(t.c.config_json, t.c.tag).where(t.c.run_id == run_id)).first()
+    if row is None:
+        return None
+    if row.tag and current_tag() is None:
+        select_tag(row.tag)
+    if folder is None or not row.config_json:
         return None
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / RUN_FILE
-    path.write_text(text)
+    path.write_text(row.config_json)
     return path
