@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.ab_models import edgeloop
+from tests.fixtures_postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from toolkit.measurement import COLUMNS, BenchmarkOptions
 
 QUICK = BenchmarkOptions(warmup_runs=3, min_runs=20, min_seconds=0.2)
@@ -150,3 +151,41 @@ def test_a_token_file_other_users_can_read_is_refused(store_db, tmp_path):
         timeout=60,
     )
     assert done.returncode == 2 and str(token) in done.stderr
+
+
+def test_pages_read_a_shared_postgresql_database_and_cannot_write_it(measured, postgres_url):  # noqa: F811
+    from fastapi.testclient import TestClient
+    from sqlalchemy import text
+    from sqlalchemy.exc import InternalError, OperationalError, ProgrammingError
+
+    from toolkit.dashboard.app import create_app
+    from toolkit.dashboard.readonly import readonly_engine
+    from toolkit.results.store import ResultsStore
+
+    for tag, m in zip(("v1", "v1", "v2"), measured):
+        ResultsStore(postgres_url, tag=tag).append(m, run_id="pg")
+    client = TestClient(create_app(postgres_url))
+    device, sha = measured[0].device_id, measured[0].model_sha256
+    page = client.get("/measurements", params={"device": device})
+    assert f'<span id="total">{len(measured)}</span>' in page.text
+    assert "password" not in page.text
+    for path, params in (
+        ("/devices", {}),
+        ("/history", {"model": sha, "by": "day"}),
+        ("/history", {"model": sha, "by": "tag"}),
+        ("/gates", {}),
+        ("/lineage", {"sha": sha}),
+        ("/tuning", {}),
+    ):
+        assert client.get(path, params=params).status_code == 200, path
+    assert "v1" in client.get("/history", params={"model": sha, "by": "tag"}).text
+    csv = client.get("/measurements.csv", params={"tag": "v1"}).text.strip().splitlines()
+    assert len(csv) == 1 + 2
+    engine = readonly_engine(postgres_url)
+    with (
+        engine.connect() as db,
+        pytest.raises((InternalError, OperationalError, ProgrammingError), match="read-only"),
+    ):
+        db.execute(text("DELETE FROM measurements"))
+    with engine.connect() as db:
+        assert db.execute(text("SELECT count(*) FROM measurements")).scalar_one() == 3

@@ -71,13 +71,11 @@ def create_app(
         SetupError: no database at `url`.
     """
     from toolkit.dashboard.readonly import database_url, readonly_engine
+    from toolkit.db.engine import display_url
 
+    shown = display_url(str(engine.url) if engine is not None else database_url(url))
     engine = engine if engine is not None else readonly_engine(url)
-    source = views.Source(
-        engine=engine,
-        tables=Tables(engine),
-        url=engine.url.render_as_string(hide_password=True) if url is None else database_url(url),
-    )
+    source = views.Source(engine=engine, tables=Tables(engine), url=shown)
     env = _templates()
     app = FastAPI(title="edgeloop dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.source = source
