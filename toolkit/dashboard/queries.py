@@ -131,6 +131,7 @@ class MeasurementFilter:
         runtime: runtime name, exact.
         since, until: Unix seconds, inclusive.
         tag: the label stored with the measurement (`--tag`), exact.
+        options: the benchmark options as asked (`BenchmarkOptions.key()`), exact.
         ok: "ok" only successful runs, "failed" only failures, "" both.
     """
 
@@ -140,6 +141,7 @@ class MeasurementFilter:
     since: Optional[float] = None
     until: Optional[float] = None
     tag: str = ""
+    options: str = ""
     ok: str = ""
 
     def conditions(self, t: Table) -> list[ColumnElement]:
@@ -156,6 +158,8 @@ class MeasurementFilter:
             where.append(t.c.timestamp <= self.until)
         if self.tag and "tag" in t.c:
             where.append(t.c.tag == self.tag)
+        if self.options:
+            where.append(t.c.options_json == self.options)
         if self.ok == "ok":
             where.append(t.c.ok == 1)
         elif self.ok == "failed":
@@ -188,7 +192,8 @@ def filter_choices(engine: Engine, tables: Tables) -> dict[str, list[str]]:
     """Distinct devices, models, runtimes (and tags) for the filter drop-downs."""
     t = tables.measurements
     out: dict[str, list[str]] = {}
-    names = ["device_id", "model_name", "runtime"] + (["tag"] if "tag" in t.c else [])
+    names = ["device_id", "model_name", "runtime", "options_json"]
+    names += ["tag"] if "tag" in t.c else []
     with engine.connect() as db:
         for name in names:
             column = t.c[name]

@@ -92,6 +92,7 @@ def measurement_filter(params: Mapping[str, str]) -> MeasurementFilter:
         model=params.get("model", "").strip(),
         runtime=params.get("runtime", "").strip(),
         tag=params.get("tag", "").strip(),
+        options=params.get("options", "").strip(),
         since=parse_day(params.get("since", "").strip()),
         until=parse_day(params.get("until", "").strip(), end=True),
         ok=params.get("ok", "") if params.get("ok", "") in ("ok", "failed") else "",
