@@ -231,7 +231,11 @@ def test_a_tune_killed_with_kill_9_on_one_host_is_resumed_from_another(postgres_
     keys = rows.groupby(["model_sha256", "device_id", "options_json"]).size()
     assert (keys == 1).all(), "an artifact was measured twice on the same device"
     assert len(rows) == result["measurements"] == 4 and len(rows) >= measured_before
-    assert set(rows["tag"]) == {"nightly"}
+    assert set(rows["tag"]) == {"nightly"}  # host B resumed under the run's tag
+    a = schema.artifacts
+    with engine.connect() as conn:  # lineage: every build of the run, claimed by it
+        built = set(conn.execute(select(a.c.sha256).where(a.c.run_id == run_id)).scalars())
+    assert set(rows["model_sha256"]) <= built
     t = schema.tune_runs
     with engine.connect() as conn:
         run = conn.execute(select(t).where(t.c.run_id == run_id)).one()
