@@ -165,3 +165,16 @@ def test_a_results_db_written_by_the_sqlite3_era_store_is_adopted_with_its_rows(
     assert current_revision(get_engine(str(path))) == CURRENT
     with contextlib.closing(sqlite3.connect(path)) as db:  # what the sqlite3-era code checks
         assert db.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+
+
+def test_an_unreachable_database_is_one_line_naming_it():
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql+psycopg://nobody:secret@127.0.0.1:{port}/lab"
+    done = _cli("--db", url, "results")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and f"127.0.0.1:{port}/lab" in done.stderr
+    assert "secret" not in done.stderr  # the password is never printed

@@ -77,12 +77,9 @@ def current() -> None:
 def _or_error(engine: Any, read: Any) -> Any:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from toolkit.db.upgrade import where
-    from toolkit.errors import ResultsStoreError
+    from toolkit.db.upgrade import unusable
 
     try:
         return read(engine)
     except SQLAlchemyError as exc:
-        raise ResultsStoreError(
-            f"results database {where(engine)}: {str(getattr(exc, 'orig', exc)).strip()}"
-        ) from None
+        raise unusable(engine, exc) from None

@@ -23,6 +23,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from toolkit.db import schema
 from toolkit.db.engine import write
@@ -75,8 +76,11 @@ def ensure_current(engine: Engine) -> None:
         ResultsStoreError: the database is newer than this client, or cannot be reached.
     """
     key = (id(engine), str(engine.url))
-    if key in _current and _at_head(engine):
-        return
+    try:
+        if key in _current and _at_head(engine):
+            return
+    except SQLAlchemyError as exc:
+        raise unusable(engine, exc) from exc
     with _lock:
         upgrade(engine)
         _current.add(key)
@@ -120,16 +124,14 @@ def upgrade(engine: Engine, revision: str = "head") -> Revisions:
 
     try:
         return write(engine, work)
-    except ResultsStoreError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a DB that cannot be reached or read: one line
-        from sqlalchemy.exc import SQLAlchemyError
+    except SQLAlchemyError as exc:  # a database that cannot be reached or read: one line
+        raise unusable(engine, exc) from exc
 
-        if isinstance(exc, SQLAlchemyError):
-            raise ResultsStoreError(
-                f"results database {where(engine)}: {str(getattr(exc, 'orig', exc)).strip()}"
-            ) from exc
-        raise
+
+def unusable(engine: Engine, exc: SQLAlchemyError) -> ResultsStoreError:
+    """The one-line error for a database the driver could not use (unreachable, refused)."""
+    reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    return ResultsStoreError(f"results database {where(engine)}: {reason}")
 
 
 def _refuse_newer(
