@@ -96,15 +96,6 @@ def get_engine(url: Optional[Union[str, Path]] = None) -> Engine:
     return engine
 
 
-def dispose_all() -> None:
-    """Closes every engine this process made (tests; a process about to exit)."""
-    with _lock:
-        for (pid, _), engine in list(_engines.items()):
-            if pid == os.getpid():
-                engine.dispose()
-        _engines.clear()
-
-
 def _make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
