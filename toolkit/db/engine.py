@@ -64,7 +64,7 @@ def normalize_url(url: Union[str, Path]) -> str:
     `postgresql://` becomes `postgresql+psycopg://`.
 
     Raises:
-        ResultsStoreError: not a URL SQLAlchemy can read.
+        DatabaseURLError: not a URL SQLAlchemy can read (a SetupError: exit code 2).
     """
     text = str(url)
     if "://" not in text:
