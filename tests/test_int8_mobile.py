@@ -231,3 +231,84 @@ def test_host_and_agent_quantize_exact_half_steps_alike_as_tflite_does():
     agent = to_model_input(values, spec)
     host = host_quantize(values, {"dtype": np.int8, "quantization": (scale, zero_point)})
     assert agent.tolist() == host.tolist() == expected.tolist()
+
+
+# --- graph rewrites that keep int8 fast on XNNPACK (issue 9: DS-CNN stem, ResNet max pool) ---
+
+
+def _exported(model: nn.Module, shape: tuple) -> torch.fx.GraphModule:
+    return torch.export.export(model.eval(), (torch.randn(shape),)).module()
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "size"),
+    [((10, 4), 2, (5, 1), (49, 10)),  # the DS-CNN stem on a 49×10 MFCC map
+     (3, 2, 1, (32, 32)),  # a greyscale 3×3/2 stem: kernel padded with zero taps
+     ((3, 5), (2, 3), (1, 2), (11, 13))])
+def test_a_strided_one_channel_conv_rewritten_as_space_to_depth_computes_the_same(
+        kernel, stride, padding, size):
+    from toolkit.compress.steps.quantize.space_to_depth import space_to_depth_convs
+
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 8, kernel, stride, padding), nn.ReLU())
+    x = torch.randn(2, 1, *size)
+    graph = _exported(conv, (2, 1, *size))
+    with torch.no_grad():
+        expected = conv(x)
+    assert space_to_depth_convs(graph) == 1
+    convs = [n for n in graph.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    weight = getattr(graph, convs[0].args[1].target)
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    assert weight.shape[1] == sh * sw and list(convs[0].args[3]) == [1, 1]
+    with torch.no_grad():
+        assert torch.allclose(graph(x), expected, atol=1e-5)
+
+
+def test_convs_on_several_channels_or_stride_one_are_left_as_they_are():
+    from toolkit.compress.steps.quantize.space_to_depth import space_to_depth_convs
+
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, 1, 1), nn.Conv2d(8, 8, 3, 2, 1))
+    assert space_to_depth_convs(_exported(model, (1, 1, 16, 16))) == 0
+
+
+class PooledStem(nn.Module):
+    """The ResNet stem in small: conv → BN → ReLU → 3×3/2 max pool with padding 1."""
+
+    def __init__(self, relu: bool = True) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16),
+                                  nn.ReLU() if relu else nn.Identity())
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.conv = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(self.pool(self.stem(x))))
+
+
+def test_a_max_pool_over_values_that_may_be_negative_keeps_its_own_padding():
+    from toolkit.export.tflite import zero_pad_max_pools
+
+    assert zero_pad_max_pools(_exported(PooledStem(relu=False), SHAPE)) == 0
+    assert zero_pad_max_pools(_exported(PooledStem(), SHAPE)) == 1
+
+
+@pytest.mark.slow
+def test_a_padded_max_pool_after_relu_is_one_delegate_partition_in_fp32_and_int8(tmp_path):
+    from toolkit.export.tflite import export_tflite
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = PooledStem().eval()
+    x = images(16)
+    fp32 = export_tflite(model, SHAPE, tmp_path / "fp32.tflite")
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(run_artifact(fp32, x.numpy()) - expected).max() < 1e-4
+    result = compress(model, [{"quantize": {"scheme": "int8-static", "calibration": 64}}],
+                      synthetic(model, 64), tmp_path / "int8", input_shape=SHAPE)
+    for path in (fp32, result.artifacts["tflite"]):
+        histogram = op_histogram(path)
+        assert "PADV2" not in histogram, histogram  # XNNPACK takes no PADV2: a split
+        assert histogram.get("TRANSPOSE", 0) <= 1, histogram  # the pad stays NHWC
+        assert float_islands(path).partitions in (1, None), float_islands(path).describe()

@@ -123,3 +123,45 @@ def test_digits_mobilenet_is_trained_on_digits_32_to_97_percent(digits_mobilenet
     data = load_dataset("digits-32")
     assert accuracy(digits_mobilenet, data.test_loader()) >= 97.0
     assert reference_card("digits-mobilenet")["test_accuracy_pct"] >= 97.0
+
+
+@pytest.mark.slow
+def test_ds_cnn_int8_is_one_partition_and_its_stem_is_a_conv_on_space_to_depth_blocks(tmp_path):
+    """MLPerf Tiny's DS-CNN stem (1 → 64 channels, 10×4/2) lowers to a depthwise conv with a
+    depth multiplier of 64, which XNNPACK's int8 GEMM runs 8× padded (slower than fp32); the
+    int8 graph cuts the input into 2×2 blocks so it is a CONV_2D on 4 channels."""
+    from toolkit.compress.pipeline import compress
+    from toolkit.data.dataset import Dataset
+    from toolkit.export.ops import float_islands, op_histogram
+
+    torch.manual_seed(0)
+    model = build("ds_cnn").eval()
+    x = torch.randn(128, 1, 49, 10)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    data = Dataset("kws-noise", x[:64], y[:64], x[64:], y[64:], 10, (1, 49, 10))
+    result = compress(model, [{"quantize": {"scheme": "int8-static", "calibration": 64}}],
+                      data, tmp_path, export=("tflite",))
+    path = result.artifacts["tflite"]
+    histogram = op_histogram(path)
+    assert histogram["DEPTHWISE_CONV_2D"] == 4 and histogram["CONV_2D"] == 5, histogram
+    islands = float_islands(path)
+    assert (islands.count, islands.quantize_ops, islands.dequantize_ops) == (0, 0, 0)
+    assert islands.partitions in (1, None), islands.describe()
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    stem = next(op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D")
+    assert list(tensors[stem["inputs"][1]]["shape"]) == [64, 5, 2, 4]  # 10×4 cut in 2×2 blocks
+
+
+@pytest.mark.slow
+def test_resnet18_is_one_delegate_partition_in_fp32(tmp_path):
+    from toolkit.export import export_tflite
+    from toolkit.export.ops import float_islands, op_histogram
+
+    model = build("resnet18").eval()
+    path = export_tflite(model, model.input_shape, tmp_path / "resnet18.tflite")
+    assert "PADV2" not in op_histogram(path)  # the stem's max pool pads with 0 after ReLU
+    assert float_islands(path).partitions in (1, None)

@@ -21,7 +21,9 @@ from litert_torch.quantize import pt2e_quantizer as pq
 from torchao.quantization.pt2e.observer import MinMaxObserver
 
 from toolkit.compress.steps.quantize.annotate import annotate_int8, decompose_for_int8
+from toolkit.compress.steps.quantize.space_to_depth import space_to_depth_convs
 from toolkit.export.plan import activation_range
+from toolkit.export.tflite import zero_pad_max_pools
 
 _MAX_KEPT_VALUES = 4_000_000  # values one observer keeps for percentile / mean-std
 
@@ -69,6 +71,8 @@ class LayerQuantizer(pq.PT2EQuantizer):
     def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
         if self.global_config is not None and self.global_config.input_activation is not None:
             model = decompose_for_int8(model)  # static schemes only: dynamic ones compute float
+            space_to_depth_convs(model)  # one-channel strided convs: int8 GEMMs, not 8× padded
+            zero_pad_max_pools(model)  # no PADV2(-inf) between delegate partitions
         return super().transform_for_annotation(model)
 
     def _annotate_for_static_quantization_config(self, model: torch.fx.GraphModule):
