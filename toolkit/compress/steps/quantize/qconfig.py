@@ -5,7 +5,10 @@ whole-graph annotation for the static schemes (`annotate.py`: every op with an i
 clamps fused, fixed ranges where TFLite needs them), activation observers for the `percentile`
 and `mean-std` statistics (litert-torch's default is a histogram observer), and a layer
 filter that works with torch 2.13's module-stack names (litert-torch's own `set_module_name`
-filter does not match them). litert-torch 0.10's QAT conv+batch-norm annotators fail under
+filter does not match them). Before annotation, two exact graph rewrites keep int8 on XNNPACK's
+fast path: strided one-channel convs become space-to-depth + conv (`space_to_depth.py`; not
+for QAT, whose weights must stay trainable parameters) and padded max pools after a ReLU pad
+with zeros (`toolkit.export.tflite.zero_pad_max_pools`). litert-torch 0.10's QAT conv+batch-norm annotators fail under
 torch 2.13 (they export a bare function), so QAT folds batch norms into their convs first;
 PTQ's batch norms are folded by `prepare_pt2e`.
 """
@@ -71,7 +74,8 @@ class LayerQuantizer(pq.PT2EQuantizer):
     def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
         if self.global_config is not None and self.global_config.input_activation is not None:
             model = decompose_for_int8(model)  # static schemes only: dynamic ones compute float
-            space_to_depth_convs(model)  # one-channel strided convs: int8 GEMMs, not 8× padded
+            if not self.global_config.is_qat:  # QAT trains the weights: keep them parameters
+                space_to_depth_convs(model)  # one-channel strided convs: int8 GEMMs, not padded
             zero_pad_max_pools(model)  # no PADV2(-inf) between delegate partitions
         return super().transform_for_annotation(model)
 
