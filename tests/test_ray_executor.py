@@ -112,11 +112,20 @@ class RayCluster:
 def cluster(tmp_path_factory):
     if shutil.which("ray") is None and not Path(sys.executable).with_name("ray").exists():
         pytest.skip("the `ray` command is not installed (pip install 'edgeloop[cluster]')")
+    # A loopback test cluster without Ray's token authentication, whatever ~/.ray holds (a
+    # `ray.init()` elsewhere on this machine writes a token there, which `ray start --head`
+    # would then require); the tune commands and this process inherit the setting.
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     ray_cluster = RayCluster(tmp_path_factory.mktemp("cluster-home"))
     try:
         yield ray_cluster
     finally:
         ray_cluster.stop()
+        if previous is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +284,23 @@ def test_the_pareto_study_lives_beside_the_results_database_and_resume_rebuilds_
     study = optuna.load_study(study_name=f"edgeloop-{config.run_id}", storage=storage)
     again = [t.params for t in study.trials if t.state.name == "COMPLETE"]
     assert more.trials == 3 and again[:2] == first  # replayed in order, then one more
+
+
+def test_every_driver_naming_a_device_gets_its_one_actor(cluster, two_agents):
+    import ray
+
+    from toolkit.tune.executors.ray_executor import RayExecutor
+
+    agent = two_agents[0]
+    ray.init(
+        address=cluster.address, namespace="edgeloop", log_to_driver=False, logging_level="ERROR"
+    )
+    try:
+        first, second = RayExecutor(cluster.address), RayExecutor(cluster.address)
+        with first.open_devices([agent.address]) as a, second.open_devices([agent.address]) as b:
+            assert a[0].client.actor._actor_id == b[0].client.actor._actor_id
+            assert a[0].device_id == "ray-0"
+            info = ray.get(a[0].client.actor.info.remote())
+            assert info.device_id == "ray-0"
+    finally:
+        ray.shutdown()
