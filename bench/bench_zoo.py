@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_table, write_results  # noqa: E402
 
-INT8 = [{"quantize": {"scheme": "int8-static", "calibration": 128}}]
+INT8 = [{"quantize": {"scheme": "int8-static"}}]  # the step's default calibration and observer
 PRUNED30 = [{"prune": {"method": "l1-structured", "amount": 0.3}}]
 CNNS = ("digits-mobilenet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0",
         "resnet18", "ds_cnn")
@@ -171,11 +171,14 @@ def measure(name: str, model: Any, data: Any, device: Any, options: Any,
     test_x = data.test_x.numpy()
     for label, recipe in (("fp32", []), ("int8", INT8), ("pruned30", PRUNED30)):
         try:
+            start = time.perf_counter()
             result = compress(model, recipe, data, root / name / label, export=("tflite",))
+            compress_s = time.perf_counter() - start
             tflite = result.artifacts["tflite"]
             m = device.benchmark(tflite, options)
             outputs[label] = run_artifact(tflite, test_x)
             row[label] = {"p50_ms": m.latency.p50_ms, "p90_ms": m.latency.p90_ms,
+                          "compress_s": round(compress_s, 1),
                           "bytes": tflite.stat().st_size,
                           "accuracy_pct": accuracy_pct(outputs[label], data.test_y.numpy()),
                           "ops": op_histogram(tflite),
@@ -186,6 +189,69 @@ def measure(name: str, model: Any, data: Any, device: Any, options: Any,
     if "fp32" in outputs and "int8" in outputs:
         row["int8"]["agreement_pct"] = top1_agreement_pct(outputs["int8"], outputs["fp32"])
     return row
+
+
+def ds_cnn_op_costs(device: Any, root: Path) -> dict[str, Any]:
+    """The DS-CNN's op kinds alone, fp32 vs int8 (per-channel), p50 µs on the local device.
+
+    Each micro model is `op × n` then a mean over the map (so its I/O is the same in fp32 and
+    int8 and holds no layout transpose after the op); an op's cost is (p50(n=4) - p50(n=1)) / 3,
+    so what every micro model shares (input, mean, interpreter call) cancels. The stem is
+    measured once with its mean (`stem+mean`). Ranges come from 64 random normal inputs.
+    """
+    import torch
+    from torch import nn
+
+    from toolkit.compress.steps.quantize.pt2e_flow import quantize_ptq
+    from toolkit.compress.steps.quantize.qconfig import LayerQuantizer, build_config
+    from toolkit.export.plan import QuantizationPlan
+    from toolkit.export.tflite import export_tflite
+    from toolkit.measurement import BenchmarkOptions
+    from toolkit.models.zoo.ds_cnn import DSCNN
+
+    class Micro(nn.Module):
+        def __init__(self, layers: list[nn.Module]) -> None:
+            super().__init__()
+            self.layers = nn.Sequential(*layers)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.layers(x).mean((2, 3))
+
+    stem = DSCNN().conv1
+    kinds = {  # name -> (input shape, one layer's constructor)
+        "stem 10x4/2, 1->64": ((1, 1, 49, 10), lambda: nn.Sequential(stem, nn.ReLU())),
+        "depthwise 3x3, 64": ((1, 64, 25, 5),
+                              lambda: nn.Sequential(nn.Conv2d(64, 64, 3, 1, 1, groups=64),
+                                                    nn.ReLU())),
+        "pointwise 1x1, 64->64": ((1, 64, 25, 5),
+                                  lambda: nn.Sequential(nn.Conv2d(64, 64, 1), nn.ReLU())),
+    }
+    options = BenchmarkOptions(threads=1, warmup_runs=50, min_runs=2000, min_seconds=0.5)
+    out: dict[str, Any] = {}
+    for kind, (shape, layer) in kinds.items():
+        counts = (1,) if kind.startswith("stem") else (1, 4)
+        p50 = {}
+        for n in counts:
+            torch.manual_seed(0)
+            model = Micro([layer() for _ in range(n)]).eval()
+            calibration = torch.randn((64, *shape[1:]))
+            quantizer = LayerQuantizer(build_config("int8-static", "per-channel", "minmax",
+                                                    99.99, 4.0))
+            graph, _ = quantize_ptq(model, quantizer, shape, calibration)
+            plan = QuantizationPlan(scheme="int8-static", granularity="per-channel",
+                                    float_model=model, pt2e_model=graph,
+                                    pt2e_quantizer=quantizer)
+            for label, quantization in (("fp32", None), ("int8", plan)):
+                path = export_tflite(model, shape, root / "ops" / f"{kind[:5]}{n}{label}.tflite",
+                                     quantization)
+                p50[label, n] = 1e3 * device.benchmark(path, options).latency.p50_ms
+        row = {}
+        for label in ("fp32", "int8"):
+            row[f"{label}_us"] = round(p50[label, 1] if len(counts) == 1
+                                       else (p50[label, 4] - p50[label, 1]) / 3, 2)
+        row["int8_over_fp32"] = round(row["int8_us"] / row["fp32_us"], 2)
+        out[kind if len(counts) > 1 else "stem 10x4/2, 1->64 (+mean)"] = row
+    return out
 
 
 def netadapt(name: str, root: Path) -> dict[str, Any]:
@@ -273,6 +339,12 @@ def main(names: list[str]) -> None:
             figures[name] = {"training": facts,
                              **measure(name, model, data, dev, options, Path(tmp))}
             print(f"{name}: {figures[name]}", flush=True)
+        if "ds_cnn" in figures and os.environ.get("EDGELOOP_ZOO_OPS", "1") != "0":
+            try:
+                figures["ds_cnn"]["op_costs"] = ds_cnn_op_costs(dev, Path(tmp))
+            except Exception as exc:  # noqa: BLE001 - recorded, not raised
+                figures["ds_cnn"]["op_costs"] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+            print(f"ds_cnn: op costs {figures['ds_cnn']['op_costs']}", flush=True)
         for name in NETADAPT:
             if name in figures:
                 figures[name]["netadapt"] = netadapt(name, Path(tmp))

@@ -312,3 +312,12 @@ def test_a_padded_max_pool_after_relu_is_one_delegate_partition_in_fp32_and_int8
         assert "PADV2" not in histogram, histogram  # XNNPACK takes no PADV2: a split
         assert histogram.get("TRANSPOSE", 0) <= 1, histogram  # the pad stays NHWC
         assert float_islands(path).partitions in (1, None), float_islands(path).describe()
+
+
+def test_int8_static_calibrates_on_512_inputs_with_the_percentile_observer_by_default():
+    from toolkit.compress.steps.quantize.step import QuantizeStep
+
+    params = QuantizeStep({"scheme": "int8-static"}).params
+    assert (params.calibration, params.observer, params.percentile) == (512, "percentile", 99.99)
+    explicit = QuantizeStep({"scheme": "int8-static", "observer": "minmax", "calibration": 128})
+    assert (explicit.params.calibration, explicit.params.observer) == (128, "minmax")
