@@ -63,10 +63,19 @@ def test_bit_flipped_models_either_run_or_fail_cleanly(agent, model_files, tmp_p
 
 
 def _children(pid: int) -> list[int]:
+    """Every process below `pid`: benchmark children are the zygote's (the agent's child)."""
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        out.extend(int(c) for c in text)
+        try:
+            text = (task / "children").read_text().split()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        for c in text:
+            out.append(int(c))
+            try:
+                out.extend(_children(int(c)))
+            except FileNotFoundError:  # exited meanwhile
+                pass
     return out
 
 
