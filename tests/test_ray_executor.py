@@ -66,7 +66,15 @@ class RayCluster:
         self.home = home
         self.address = f"127.0.0.1:{_free_port()}"
         env = {**os.environ, "EDGELOOP_HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
-        common = ["--num-cpus", "1", "--object-store-memory", RAY_MEMORY, "--disable-usage-stats"]
+        common = [
+            "--num-cpus",
+            "1",
+            "--object-store-memory",
+            RAY_MEMORY,
+            "--disable-usage-stats",
+            "--node-ip-address",
+            "127.0.0.1",
+        ]  # loopback only: no token auth here
         self._start(
             [
                 "--head",
