@@ -225,7 +225,8 @@ class _Zygote:
     READY_TIMEOUT_S = 120.0
     """How long a benchmark waits for a zygote still doing its imports (it started after the
     previous benchmark because the one before had died)."""
-    FORK_TIMEOUT_S = 10.0
+    FORK_TIMEOUT_S = 30.0
+    """A fork takes milliseconds; this only bounds a zygote that stopped answering."""
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -245,6 +246,7 @@ class _Zygote:
         self._ready = threading.Event()
         self.problem = ""  # why it cannot fork ("" while it can)
         self.unsafe = False  # it found threads after its imports: starting another won't help
+        self._closing = False
         self._forked: queue.Queue[Optional[_ForkedChild]] = queue.Queue()
         self._children: dict[int, _ForkedChild] = {}
         threading.Thread(target=self._listen, name="zygote-listener", daemon=True).start()
@@ -314,12 +316,19 @@ class _Zygote:
     def _fail(self, why: str) -> None:
         if not self.problem:
             self.problem = why
-            print(f"edgeloop agent: benchmark zygote unusable ({why}); benchmarks start "
-                  "a fresh worker process each", file=sys.stderr, flush=True)  # fmt: skip
+            if self._closing:
+                return self._release_waiters()
+            print(f"edgeloop agent: benchmark zygote unusable ({why}); benchmarks spawn "
+                  "a worker process instead until one is ready again", file=sys.stderr,
+                  flush=True)  # fmt: skip
+        self._release_waiters()
+
+    def _release_waiters(self) -> None:
         self._ready.set()
         self._forked.put(None)
 
     def close(self) -> None:
+        self._closing = True
         try:
             self._control.shutdown(socket.SHUT_RDWR)
         except OSError:
