@@ -181,7 +181,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(lab):
-    with dashboard_server(lab.url, env={"EDGELOOP_PROFILES": str(lab.profiles)}) as srv:
+    # The database changes under the pages (tune runs in the background): every request
+    # reads the lists of devices and models again (--lists-ttl 0) so counts are exact.
+    with dashboard_server(
+        lab.url, env={"EDGELOOP_PROFILES": str(lab.profiles)}, args=("--lists-ttl", "0")
+    ) as srv:
         yield srv
 
 

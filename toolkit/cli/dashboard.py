@@ -34,7 +34,19 @@ import click
     help="File holding the token every request must carry (not readable by other "
     "users); required beyond loopback.",
 )
-def dashboard(port: int, host: str, db_url: Optional[str], token_file: Optional[Path]) -> None:
+@click.option(
+    "--lists-ttl",
+    "lists_ttl_s",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds the lists of devices, models, runtimes and tags are reused before "
+    "they are read again in the background (each is a scan of the whole "
+    "measurements table); 0 reads them on every request.",
+)
+def dashboard(
+    port: int, host: str, db_url: Optional[str], token_file: Optional[Path], lists_ttl_s: float
+) -> None:
     """Serve the web dashboard: devices, measurements, lineage, compare, tuning runs, gates,
     history. Read-only; works offline (plotly.js is served from the installed package)."""
     import socket
@@ -47,7 +59,7 @@ def dashboard(port: int, host: str, db_url: Optional[str], token_file: Optional[
 
     token = load_dashboard_token(token_file)
     policy = check_listen(host, token)
-    app = create_app(db_url, token=token)
+    app = create_app(db_url, token=token, lists_ttl_s=lists_ttl_s)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -58,6 +70,7 @@ def dashboard(port: int, host: str, db_url: Optional[str], token_file: Optional[
 
         sock.close()
         raise SetupError(f"--host {host} --port {port}: cannot listen ({exc.strerror})") from None
+    sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     click.echo(
@@ -65,6 +78,10 @@ def dashboard(port: int, host: str, db_url: Optional[str], token_file: Optional[
         f"{_shown_url(database_url(db_url))} ({policy})",
         err=True,
     )
+    import threading
+
+    if lists_ttl_s > 0:
+        threading.Thread(target=app.state.source.prime, daemon=True, name="dashboard-prime").start()
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -58,7 +58,10 @@ def _num(value: Any, digits: int = 4) -> str:
 
 
 def create_app(
-    url: Optional[str] = None, token: Optional[str] = None, engine: Any = None
+    url: Optional[str] = None,
+    token: Optional[str] = None,
+    engine: Any = None,
+    lists_ttl_s: float = views.LISTS_TTL_S,
 ) -> FastAPI:
     """The dashboard over the results database at `url` (see `readonly.database_url`).
 
@@ -66,6 +69,8 @@ def create_app(
         url: database URL or SQLite file; default $EDGELOOP_DB, else the embedded store.
         token: when set, every request must carry it (`auth.TokenMiddleware`).
         engine: an engine to read through instead of opening `url` (tests, benchmarks).
+        lists_ttl_s: how long the lists of what exists (devices, models, ...) are reused
+            before they are read again in the background; 0 reads them on every request.
 
     Raises:
         SetupError: no database at `url`.
@@ -75,7 +80,7 @@ def create_app(
 
     shown = display_url(str(engine.url) if engine is not None else database_url(url))
     engine = engine if engine is not None else readonly_engine(url)
-    source = views.Source(engine=engine, tables=Tables(engine), url=shown)
+    source = views.Source(engine=engine, tables=Tables(engine), url=shown, lists_ttl_s=lists_ttl_s)
     env = _templates()
     app = FastAPI(title="edgeloop dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.source = source
@@ -138,7 +143,7 @@ def create_app(
         import csv
 
         try:
-            flt = views.measurement_filter(request.query_params)
+            flt = views.resolved_filter(source, request.query_params)
         except ValueError as exc:
             return Response(str(exc), status_code=400, media_type="text/plain")
         names, rows = export_rows(source.engine, source.tables, flt)
@@ -166,7 +171,7 @@ def create_app(
         import pandas as pd
 
         try:
-            flt = views.measurement_filter(request.query_params)
+            flt = views.resolved_filter(source, request.query_params)
         except ValueError as exc:
             return Response(str(exc), status_code=400, media_type="text/plain")
         names, rows = export_rows(source.engine, source.tables, flt)

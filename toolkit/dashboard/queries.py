@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from sqlalchemy import (
     Engine,
     MetaData,
     Table,
     and_,
+    false,
     func,
     inspect,
     literal,
@@ -143,13 +144,14 @@ class MeasurementFilter:
     tag: str = ""
     options: str = ""
     ok: str = ""
+    model_key: Optional[ModelKey] = None  # `model` resolved (`resolve_model`)
 
     def conditions(self, t: Table) -> list[ColumnElement]:
         where: list[ColumnElement] = []
         if self.device:
             where.append(or_(t.c.device_id == self.device, t.c.device_hostname == self.device))
         if self.model:
-            where.append(model_matches(t, self.model))
+            where.append(model_matches(t, self.model_key or self.model))
         if self.runtime:
             where.append(t.c.runtime == self.runtime)
         if self.since is not None:
@@ -170,15 +172,63 @@ class MeasurementFilter:
         """The filter as query-string parameters (for links and the export)."""
         out = {}
         for f in fields(self):
+            if f.name == "model_key":
+                continue
             value = getattr(self, f.name)
             if value not in (None, ""):
                 out[f.name] = str(value)
         return out
 
 
-def model_matches(t: Table, model: str) -> ColumnElement:
-    """A model by exact name, or by sha256 prefix (LIKE with the value escaped)."""
+SHA256_HEX = 64
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """A model resolved against the model list: the sha256s to look up through the store's
+    (model_sha256, device_id) index, and the name the rows must carry (None: any name, for
+    a sha256 prefix)."""
+
+    shas: tuple[str, ...]
+    name: Optional[str] = None
+
+
+ModelRef = Union[str, ModelKey]
+"""A model as the user named it (a name or a sha256 prefix: a scan), or resolved."""
+
+
+def model_matches(t: Table, model: ModelRef) -> ColumnElement:
+    """Rows of `model`: a ModelKey (index lookups), a whole sha256 (the same), else an exact
+    name or a sha256 prefix (LIKE with the value escaped; a scan)."""
+    if isinstance(model, ModelKey):
+        if not model.shas:
+            return false()
+        found = t.c.model_sha256.in_(list(model.shas))
+        return found if model.name is None else and_(found, t.c.model_name == model.name)
+    if len(model) == SHA256_HEX and all(c in "0123456789abcdef" for c in model):
+        return t.c.model_sha256 == model
     return or_(t.c.model_name == model, t.c.model_sha256.startswith(model, autoescape=True))
+
+
+def model_index(engine: Engine, tables: Tables) -> dict[str, tuple[str, ...]]:
+    """Every model name with the sha256s measured under it (one scan; reuse it)."""
+    t = tables.measurements
+    stmt = select(t.c.model_name, t.c.model_sha256).distinct()
+    out: dict[str, list[str]] = {}
+    with engine.connect() as db:
+        for name, sha in db.execute(stmt):
+            out.setdefault(name or "", []).append(sha or "")
+    return {name: tuple(sorted(shas)) for name, shas in out.items()}
+
+
+def resolve_model(index: dict[str, tuple[str, ...]], text: str) -> Optional[ModelKey]:
+    """`text` as `index` knows it: a model name (its sha256s, that name), or a sha256 prefix
+    (every sha256 starting with it); None when it knows neither."""
+    if text in index:
+        return ModelKey(index[text], text)
+    lowered = text.lower()
+    shas = {sha for shas in index.values() for sha in shas if lowered and sha.startswith(lowered)}
+    return ModelKey(tuple(sorted(shas))) if shas else None
 
 
 def _where(stmt: Any, conditions: list[ColumnElement]) -> Any:
@@ -334,7 +384,7 @@ class Run:
 
 
 def latest_runs(
-    engine: Engine, tables: Tables, device: str, model: str, limit: int = 10
+    engine: Engine, tables: Tables, device: str, model: ModelRef, limit: int = 10
 ) -> list[Run]:
     """The latest successful runs of `model` on `device` that kept raw samples, oldest first."""
     t = tables.measurements
@@ -392,7 +442,7 @@ def day_of(engine: Engine, t: Table) -> ColumnElement:
     return func.to_char(func.to_timestamp(t.c.timestamp), literal("YYYY-MM-DD"))
 
 
-def history(engine: Engine, tables: Tables, model: str, by: str = "day") -> list[HistoryPoint]:
+def history(engine: Engine, tables: Tables, model: ModelRef, by: str = "day") -> list[HistoryPoint]:
     """p50/p90 of `model` per device per day (or per tag), oldest group first."""
     t = tables.measurements
     key = t.c.tag if by == "tag" and "tag" in t.c else day_of(engine, t)
@@ -416,25 +466,26 @@ def history(engine: Engine, tables: Tables, model: str, by: str = "day") -> list
         ]
 
 
-def group_samples(
+def group_run_ids(
     engine: Engine,
     tables: Tables,
-    model: str,
+    model: ModelRef,
     by: str,
     wanted: Sequence[tuple[str, str]],
     per_group: int = 3,
-) -> dict[tuple[str, str], list[tuple[float, ...]]]:
-    """For each (device, group) in `wanted`: the raw samples of its latest `per_group` runs
-    (one row-number window in SQL, so only those records are read)."""
+) -> dict[tuple[str, str], tuple[int, ...]]:
+    """For each (device, group) in `wanted`: the row ids of its latest `per_group` successful
+    runs, newest first (one row-number window in SQL over ids only; the records are read
+    apart, `raw_samples`, for the rows that need them)."""
     if not wanted:
         return {}
     t = tables.measurements
     key = t.c.tag if by == "tag" and "tag" in t.c else day_of(engine, t)
     ranked = (
         select(
+            t.c.id,
             t.c.device_id,
             key.label("grp"),
-            t.c.record_json,
             func.row_number()
             .over(partition_by=(t.c.device_id, key), order_by=t.c.id.desc())
             .label("rank"),
@@ -444,18 +495,18 @@ def group_samples(
         )
         .subquery()
     )
-    stmt = select(ranked.c.device_id, ranked.c.grp, ranked.c.record_json).where(
-        ranked.c.rank <= per_group, ranked.c.grp.in_(sorted({g for _, g in wanted}))
+    stmt = (
+        select(ranked.c.id, ranked.c.device_id, ranked.c.grp)
+        .where(ranked.c.rank <= per_group, ranked.c.grp.in_(sorted({g for _, g in wanted})))
+        .order_by(ranked.c.id.desc())
     )
     want = set(wanted)
-    out: dict[tuple[str, str], list[tuple[float, ...]]] = {}
+    out: dict[tuple[str, str], list[int]] = {}
     with engine.connect() as db:
-        for device, group, record in db.execute(stmt):
+        for row_id, device, group in db.execute(stmt):
             if (device, str(group)) in want:
-                samples = tuple(_samples(record))
-                if samples:
-                    out.setdefault((device, str(group)), []).append(samples)
-    return out
+                out.setdefault((device, str(group)), []).append(int(row_id))
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def top_models(engine: Engine, tables: Tables, limit: int = 50) -> list[tuple[str, int]]:
@@ -549,7 +600,7 @@ def children_of(engine: Engine, tables: Tables, node: dict[str, Any]) -> list[di
         return [dict(r._mapping) for r in db.execute(stmt)]
 
 
-def model_by_device(engine: Engine, tables: Tables, model: str) -> list[dict[str, Any]]:
+def model_by_device(engine: Engine, tables: Tables, model: ModelRef) -> list[dict[str, Any]]:
     """Every device that measured `model` (name or sha256 prefix): runs, mean p50/p90, memory,
     energy, last time."""
     t = tables.measurements

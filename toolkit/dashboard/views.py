@@ -4,9 +4,10 @@ returns the template's context. No SQL here, and no HTML beyond the templates.""
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -16,21 +17,87 @@ from toolkit.dashboard import charts, queries
 from toolkit.dashboard.queries import MeasurementFilter, Tables
 
 MAX_CHART_GROUPS = 12
-COMPARE_MAX_ROUNDS = 10
+COMPARE_MAX_ROUNDS = 6
 HISTORY_RUNS_PER_GROUP = 3
-HISTORY_CHANGES_CHECKED = 3
+HISTORY_CHANGES_CHECKED = 2
 """Consecutive changes per device tested against the noise (the latest ones): each test is
 `toolkit.stats.compare_rounds` over the groups' latest runs."""
 HISTORY_RESAMPLES = 500
 
 
-@dataclass(frozen=True)
+LISTS_TTL_S = 60.0
+"""How old the lists of what exists (devices, models, runtimes, options, tags) may get before
+they are read again, in the background: each is a scan of the whole measurements table."""
+
+
+JUDGED_KEPT = 4096
+"""Noise tests of history changes kept in memory (each is a bootstrap; rows never change)."""
+
+
+@dataclass
 class Source:
-    """What every page reads: the read-only engine, the tables it holds, its URL for display."""
+    """What every page reads: the read-only engine, the tables it holds, its URL for display,
+    and the lists of what exists (kept for `LISTS_TTL_S`, then refreshed in the background
+    while the old list is still served)."""
 
     engine: Engine
     tables: Tables
     url: str
+    lists_ttl_s: float = LISTS_TTL_S  # 0: read the lists on every request
+    _lists: dict[tuple, tuple[float, Any]] = field(default_factory=dict, repr=False)
+    _refreshing: set[tuple] = field(default_factory=set, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _judged: dict[tuple, Any] = field(default_factory=dict, repr=False)
+
+    def judged(
+        self, a_ids: tuple[int, ...], b_ids: tuple[int, ...], compute: Callable[[], Any]
+    ) -> Any:
+        """`compute()` once per pair of stored runs (rows never change once written)."""
+        key = (a_ids, b_ids)
+        if key not in self._judged:
+            if len(self._judged) >= JUDGED_KEPT:
+                self._judged.clear()
+            self._judged[key] = compute()
+        return self._judged[key]
+
+    def listed(self, query: Callable[..., Any], *args: Any) -> Any:
+        """`query(engine, tables, *args)`: read now the first time, then reused; once older
+        than `lists_ttl_s` it is read again in a background thread (one at a time per list)
+        while the old list is still served."""
+        key = (query, *args)
+        if self.lists_ttl_s <= 0:
+            return query(self.engine, self.tables, *args)
+        found = self._lists.get(key)
+        if found is None:
+            return self._read(key)
+        if time.monotonic() - found[0] >= self.lists_ttl_s:
+            with self._lock:
+                start = key not in self._refreshing
+                self._refreshing.add(key)
+            if start:
+                threading.Thread(
+                    target=self._read, args=(key,), daemon=True, name="dashboard-lists"
+                ).start()
+        return found[1]
+
+    def _read(self, key: tuple) -> Any:
+        try:
+            value = key[0](self.engine, self.tables, *key[1:])
+            self._lists[key] = (time.monotonic(), value)
+            return value
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)
+
+    def prime(self) -> None:
+        """Reads the lists every page uses (the first requests then find them ready)."""
+        for query in (
+            queries.filter_choices,
+            queries.model_index,
+            queries.seen_devices,
+            queries.top_models,
+        ):
+            self.listed(query)
 
 
 def when(ts: Optional[float]) -> str:
@@ -62,7 +129,7 @@ def devices_page(src: Source) -> dict[str, Any]:
     from toolkit.dashboard.live import fleet_devices
 
     fleet, problems = fleet_devices()
-    seen = queries.seen_devices(src.engine, src.tables)
+    seen = src.listed(queries.seen_devices)
     return {"fleet": fleet, "fleet_problems": problems, "seen": seen}
 
 
@@ -71,7 +138,7 @@ def live_devices(src: Source) -> list[dict[str, Any]]:
     reported (from the results database)."""
     from toolkit.dashboard.live import check_all
 
-    seen = {d.device_id: d for d in queries.seen_devices(src.engine, src.tables)}
+    seen = {d.device_id: d for d in src.listed(queries.seen_devices)}
     out = []
     for state in check_all():
         row = state.to_json()
@@ -99,8 +166,24 @@ def measurement_filter(params: Mapping[str, str]) -> MeasurementFilter:
     )
 
 
-def measurements_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
+def model_ref(src: Source, text: str) -> queries.ModelRef:
+    """`text` resolved against the model list reused for LISTS_TTL_S (its rows are then found
+    through the store's sha256 index); `text` itself when the list does not know it (a model
+    measured since, or nothing: found by a scan)."""
+    return queries.resolve_model(src.listed(queries.model_index), text) or text
+
+
+def resolved_filter(src: Source, params: Mapping[str, str]) -> MeasurementFilter:
+    """The query string's filter with its model resolved; ValueError on a bad date."""
     flt = measurement_filter(params)
+    if not flt.model:
+        return flt
+    ref = model_ref(src, flt.model)
+    return replace(flt, model_key=ref if isinstance(ref, queries.ModelKey) else None)
+
+
+def measurements_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
+    flt = resolved_filter(src, params)
     try:
         page = max(0, int(params.get("page", "0") or 0))
     except ValueError:
@@ -125,7 +208,7 @@ def measurements_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
         if groups
         else ""
     )
-    compare_models = queries.models_on(src.engine, src.tables, flt.device) if flt.device else []
+    compare_models = src.listed(queries.models_on, flt.device) if flt.device else []
     return {
         "filter": flt,
         "params": dict(params),
@@ -135,7 +218,7 @@ def measurements_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
         "pages": max(1, math.ceil(total / queries.PAGE_SIZE)),
         "chart": chart,
         "kind": kind,
-        "choices": queries.filter_choices(src.engine, src.tables),
+        "choices": src.listed(queries.filter_choices),
         "export_query": flt.as_params(),
         "compare_models": compare_models,
     }
@@ -159,13 +242,17 @@ def compare_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
         "result": None,
         "problem": "",
         "runs": [],
-        "devices": queries.filter_choices(src.engine, src.tables)["device_id"],
-        "models": queries.models_on(src.engine, src.tables, device) if device else [],
+        "devices": src.listed(queries.filter_choices)["device_id"],
+        "models": src.listed(queries.models_on, device) if device else [],
     }
     if not (device and a and b):
         return context
-    a_runs = queries.latest_runs(src.engine, src.tables, device, a, COMPARE_MAX_ROUNDS)
-    b_runs = queries.latest_runs(src.engine, src.tables, device, b, COMPARE_MAX_ROUNDS)
+    a_runs = queries.latest_runs(
+        src.engine, src.tables, device, model_ref(src, a), COMPARE_MAX_ROUNDS
+    )
+    b_runs = queries.latest_runs(
+        src.engine, src.tables, device, model_ref(src, b), COMPARE_MAX_ROUNDS
+    )
     rounds = min(len(a_runs), len(b_runs))
     a_runs, b_runs = a_runs[len(a_runs) - rounds :], b_runs[len(b_runs) - rounds :]
     name_a = a_runs[0].model_name if a_runs else a
@@ -209,7 +296,7 @@ def lineage_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
             {**a, "summary": card_summary(json.loads(a["card_json"] or "{}"), a["format"] or "")}
             for a in queries.artifact_list(src.engine, src.tables)
         ]
-        context["models"] = queries.top_models(src.engine, src.tables)
+        context["models"] = src.listed(queries.top_models)
         return context
     node = queries.artifact(src.engine, src.tables, sha)
     chain = []
@@ -231,7 +318,9 @@ def lineage_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
         node=chain[0] if chain else None,
         chain=chain,
         children=queries.children_of(src.engine, src.tables, node) if node else [],
-        measured=queries.model_by_device(src.engine, src.tables, node["sha256"] if node else sha),
+        measured=queries.model_by_device(
+            src.engine, src.tables, node["sha256"] if node else model_ref(src, sha)
+        ),
     )
     return context
 
@@ -366,10 +455,10 @@ def _detail(text: Optional[str]) -> str:
 
 
 def history_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
-    from toolkit.stats import Verdict, compare_rounds
+    from toolkit.stats import Verdict
     from toolkit.stats.ab import MIN_ROUNDS
 
-    models = queries.top_models(src.engine, src.tables)
+    models = src.listed(queries.top_models)
     model = params.get("model", "").strip() or (models[0][0] if models else "")
     by = "tag" if params.get("by") == "tag" else "day"
     metric = "p90_ms" if params.get("metric") == "p90" else "p50_ms"
@@ -384,7 +473,8 @@ def history_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
     }
     if not model:
         return context
-    points = queries.history(src.engine, src.tables, model, by)
+    ref = model_ref(src, model)
+    points = queries.history(src.engine, src.tables, ref, by)
     per_device: dict[str, list[queries.HistoryPoint]] = {}
     for p in points:
         per_device.setdefault(p.device_id, []).append(p)
@@ -393,15 +483,13 @@ def history_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
         for before, after in list(zip(series, series[1:]))[-HISTORY_CHANGES_CHECKED:]:
             pairs.append((device, before.group, after.group))
     wanted = sorted({(d, g) for d, b, a in pairs for g in (b, a)})
-    samples = queries.group_samples(
-        src.engine, src.tables, model, by, wanted, HISTORY_RUNS_PER_GROUP
-    )
+    run_ids = queries.group_run_ids(src.engine, src.tables, ref, by, wanted, HISTORY_RUNS_PER_GROUP)
     changes = []
     flagged: dict[str, tuple[list[str], list[float]]] = {}
     values = {(p.device_id, p.group): getattr(p, metric) for p in points}
     for device, before, after in pairs:
-        a, b = samples.get((device, before), []), samples.get((device, after), [])
-        k = min(len(a), len(b))
+        a_ids, b_ids = run_ids.get((device, before), ()), run_ids.get((device, after), ())
+        k = min(len(a_ids), len(b_ids))
         change = {
             "device": device,
             "before": before,
@@ -413,11 +501,17 @@ def history_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
         }
         if k < MIN_ROUNDS:
             change["verdict"] = (
-                f"too few runs with samples to judge ({len(a)} and {len(b)}; "
+                f"too few runs to judge ({len(a_ids)} and {len(b_ids)}; "
                 f"{MIN_ROUNDS} needed in each)"
             )
         else:
-            result = compare_rounds(a[:k], b[:k], resamples=HISTORY_RESAMPLES)
+            result = src.judged(
+                a_ids[:k], b_ids[:k], lambda a=a_ids[:k], b=b_ids[:k]: _noise_test(src, a, b)
+            )
+            if result is None:
+                change["verdict"] = "runs without raw samples: not judged"
+                changes.append(change)
+                continue
             change.update(
                 ratio=result.ratio,
                 verdict=result.verdict.value,
@@ -443,6 +537,18 @@ def history_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
         else "",
     )
     return context
+
+
+def _noise_test(src: Source, a_ids: tuple[int, ...], b_ids: tuple[int, ...]) -> Any:
+    """`compare_rounds` of two groups' runs (each run a round), None when a run kept no
+    samples."""
+    from toolkit.stats import compare_rounds
+
+    samples = queries.raw_samples(src.engine, src.tables, [*a_ids, *b_ids])
+    a, b = [samples.get(i) for i in a_ids], [samples.get(i) for i in b_ids]
+    if not all(a) or not all(b):
+        return None
+    return compare_rounds(a, b, resamples=HISTORY_RESAMPLES)
 
 
 def now() -> str:
