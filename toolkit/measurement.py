@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
 from device_agent.protocol import edgeloop_pb2 as pb
@@ -449,7 +449,7 @@ class Measurement:
     def to_json(self) -> dict[str, Any]:
         """Everything, JSON-ready (raw samples included): the provenance's fields at the top
         level beside the outcome, the other parts nested under their names."""
-        raw = asdict(self)
+        raw = _plain(self)
         raw.update(raw.pop("provenance"))
         return raw
 
@@ -487,6 +487,16 @@ class Measurement:
             ops_note=raw.get("ops_note", ""),
             host_round_trip_p50_ms=raw.get("host_round_trip_p50_ms"),
         )
+
+
+def _plain(value: Any) -> Any:
+    """`dataclasses.asdict` without its deep copy: tuples of scalars (10,000 raw samples) are
+    immutable and kept as they are, which makes a record ~10× cheaper to build."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple) and value and hasattr(value[0], "__dataclass_fields__"):
+        return tuple(_plain(v) for v in value)
+    return value
 
 
 # -- the flat row, generated from the types above --------------------------------------------
