@@ -79,7 +79,11 @@ def _delegable(model: nn.Module, sample: tuple) -> nn.Module:
     if not any(isinstance(m, nn.MaxPool2d) and m.padding not in (0, (0, 0))
                for m in model.modules()):
         return model
-    graph = torch.export.export(model.eval(), sample).module()
+    training = model.training
+    try:
+        graph = torch.export.export(model.eval(), sample).module()
+    finally:
+        model.train(training)  # the caller's model keeps its mode
     return graph if zero_pad_max_pools(graph) else model
 
 
