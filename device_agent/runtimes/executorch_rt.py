@@ -49,6 +49,7 @@ _SCALAR_TYPES = {
 ETDUMP_BUFFER_BYTES = 0  # no intermediate outputs: the profile needs the events only
 # spans that are not operators: program set-up, and the whole call
 _NOT_OPS = {"Method::init", "Program::load_method", "Method::execute"}
+_NATIVE = "native_call_"  # ETDump's name for a kernel run outside any delegate
 
 
 def _bindings() -> Any:
@@ -135,35 +136,48 @@ def _has_forward(program: Any) -> bool:
 
 def _ops_table(events: list, runs: int) -> OpsTable:
     """Rows from ETDump events: each delegate's own ops (XNNPACK names them, e.g.
-    ``Convolution (NHWC, F32) IGEMM #1``) and the operators run outside any delegate; a
-    DELEGATE_CALL is a row only when its delegate logged no ops of its own."""
+    ``Convolution (NHWC, F32) IGEMM #1``) and the kernels run outside any delegate
+    (``native_call_<op>``). A DELEGATE_CALL or OPERATOR_CALL (a span around the ones inside
+    it) is a row only when nothing was logged inside it."""
     inner = any(e.in_delegate for e in events)
+    native = any(e.name.startswith(_NATIVE) for e in events)
+    delegates = {e.instruction_id for e in events if e.in_delegate}
     totals: OrderedDict[str, list] = OrderedDict()
     for event in events:
         if event.name in _NOT_OPS:
             continue
-        if event.name == "DELEGATE_CALL" and inner:
+        if (event.name == "DELEGATE_CALL" and inner) or (event.name == "OPERATOR_CALL" and native):
             continue
         name = event.delegate_debug_id_str or event.name or f"instruction {event.instruction_id}"
-        entry = totals.setdefault(name, [0, 0])
+        if event.in_delegate and len(delegates) > 1:  # XNNPACK numbers ops per delegate
+            name = f"{name} (call {event.instruction_id})"
+        entry = totals.setdefault(name, [0, 0, _op_type(event)])
         entry[0] += 1
         entry[1] += max(event.end - event.start, 0)
     rows = tuple(
         OpRow(
             name=name,
-            op_type=name.rsplit(" #", 1)[0],
+            op_type=op_type,
             calls=max(round(count / runs), 1),
             mean_ms=ticks / runs / 1e6,  # ticks are nanoseconds on Linux
         )
-        for name, (count, ticks) in totals.items()
+        for name, (count, ticks, op_type) in totals.items()
     )
     note = (
-        "XNNPACK reports its op times at microsecond resolution; ops of a delegate are named "
-        "by XNNPACK, not by the torch module they came from"
+        "XNNPACK times its ops at microsecond resolution (shorter ones show 0) and names them "
+        "itself, not by the torch module they came from"
         if inner
         else ""
     )
     return OpsTable(rows, "etdump", note)
+
+
+def _op_type(event: Any) -> str:
+    if event.delegate_debug_id_str:
+        return event.delegate_debug_id_str.rsplit(" #", 1)[0]  # XNNPACK's op kind
+    if event.name.startswith(_NATIVE):
+        return "aten::" + event.name[len(_NATIVE) :]
+    return event.name
 
 
 class ExecuTorchRuntime(Runtime):
