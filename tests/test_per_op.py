@@ -187,3 +187,32 @@ def test_sensitivity_refuses_an_ops_file_without_per_op_rows(
             export=["onnx"],
             input_shape=INPUT_SHAPE,
         )
+
+
+def test_etdump_rows_keep_two_delegates_apart_and_name_kernels_outside_them():
+    pytest.importorskip("executorch", reason="executorch is not installed")
+    from device_agent.runtimes.etdump import ProfileEvent
+    from device_agent.runtimes.executorch_rt import _ops_table
+
+    def event(name, instruction, debug="", start=0, end=0):
+        return ProfileEvent(name, 0, instruction, -1, debug, start, end)
+
+    one_run = [
+        event("", 0, "Convolution (NHWC, QS8) IGEMM #1", 0, 3000),
+        event("DELEGATE_CALL", 0, "", 0, 4000),
+        event("native_call_as_strided_copy.out", 1, "", 4000, 5000),
+        event("OPERATOR_CALL", 1, "", 4000, 5500),
+        event("", 2, "Fully Connected (NC, QS8) GEMM #1", 6000, 8000),
+        event("DELEGATE_CALL", 2, "", 5500, 9000),
+        event("Method::execute", 0, "", 0, 9000),
+    ]
+    table = _ops_table(one_run * 2, runs=2)
+    rows = {row.name: row for row in table.rows}
+    assert set(rows) == {
+        "Convolution (NHWC, QS8) IGEMM #1 (call 0)",
+        "native_call_as_strided_copy.out",
+        "Fully Connected (NC, QS8) GEMM #1 (call 2)",
+    }
+    assert rows["native_call_as_strided_copy.out"].op_type == "aten::as_strided_copy.out"
+    assert rows["Convolution (NHWC, QS8) IGEMM #1 (call 0)"].mean_ms == pytest.approx(0.003)
+    assert all(row.calls == 1 for row in table.rows) and table.source == "etdump"
