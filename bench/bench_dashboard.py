@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import print_table, write_results
+from toolkit.dashboard.views import LISTS_TTL_S
 
 TARGET_MS = 500.0
 DEVICES = [f"{kind}-{i:02d}" for kind in ("rpi5", "jetson", "nuc", "pixel") for i in range(3)]
@@ -390,19 +391,6 @@ def main() -> None:
         pages = time_pages(url, args.repeat)
         with sqlite3.connect(path) as db:
             in_db = db.execute("SELECT count(*) FROM measurements").fetchone()[0]
-        print_table(
-            [
-                (
-                    p["page"],
-                    p["median_ms"],
-                    p["min_ms"],
-                    p["max_ms"],
-                    "met" if p["met"] else "MISSED",
-                )
-                for p in pages
-            ],
-            ("page", "median ms", "min", "max", f"< {TARGET_MS:g} ms"),
-        )
         out = write_results(
             "dashboard",
             {
@@ -411,11 +399,25 @@ def main() -> None:
                 "fill": filled,
                 "fill_s": round(fill_s, 1),
                 "db_bytes": path.stat().st_size,
+                "lists_ttl_s": LISTS_TTL_S,
                 "pages": pages,
-                "method": "in-process FastAPI TestClient; each request through a new app (new "
-                "read-only engine, table lookup, no cached results); median of --repeat",
+                "method": "in-process FastAPI TestClient; cold: each request through a new app "
+                "(new read-only engine, nothing reused); warm: one app after a first request "
+                "(the lists of what exists and history noise tests reused); median of --repeat "
+                "each",
             },
         )
+        rows = [
+            (
+                p["page"],
+                p["cold"]["median_ms"],
+                "met" if p["cold"]["met"] else "MISSED",
+                p["warm"]["median_ms"],
+                "met" if p["warm"]["met"] else "MISSED",
+            )
+            for p in pages
+        ]
+        print_table(rows, ("page", "cold ms", f"< {TARGET_MS:g}", "warm ms", f"< {TARGET_MS:g}"))
         print(f"wrote {out}")
 
 
