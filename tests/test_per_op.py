@@ -216,3 +216,26 @@ def test_etdump_rows_keep_two_delegates_apart_and_name_kernels_outside_them():
     assert rows["native_call_as_strided_copy.out"].op_type == "aten::as_strided_copy.out"
     assert rows["Convolution (NHWC, QS8) IGEMM #1 (call 0)"].mean_ms == pytest.approx(0.003)
     assert all(row.calls == 1 for row in table.rows) and table.source == "etdump"
+
+
+def test_tune_with_per_op_shows_the_base_models_operator_table_in_its_report(tmp_path):
+    from toolkit.search.space import Dimension, SearchSpace
+    from toolkit.tune.budgets import BudgetRequest
+    from toolkit.tune.config import TuneConfig
+    from toolkit.tune.live import LiveView
+    from toolkit.tune.runner import run_tune
+
+    space = SearchSpace((Dimension("prune_amount", (0.0,)),), finetune_epochs=0)
+    config = TuneConfig(
+        strategy="grid",
+        space=space,
+        out_dir=tmp_path,
+        bench=BenchmarkOptions(**{**PER_OP.set_fields(), "timeout_seconds": 120}),
+        budgets=BudgetRequest(ratios={"latency_p90_ms": 10.0}),
+    )
+    result = run_tune(config, live=LiveView(0, enabled=False))
+    report = (tmp_path / config.run_id / "report.html").read_text()
+    assert "Where the time goes (per operator)" in report
+    assert "base on local" in report and "tflite-op-histogram" in report
+    assert "CONV_2D" in report and "no per-operator timing" in report
+    assert result.base["figures"]["local"]["latency_p90_ms"] > 0
