@@ -77,8 +77,10 @@ def _exports(name: str, model: Any, data: Any, label: str, root: Path) -> dict[s
         "pte": export_pte(model, shape, out / "model.pte", quantization=plan),
     }
     dtype = "int8" if plan is not None else "fp32"
-    parity = {fmt: check_parity(path, reference, data.test_x[:256], dtype, raise_on_failure=False)
-              for fmt, path in paths.items()}
+    parity = {
+        fmt: check_parity(path, reference, data.test_x[:256], dtype, raise_on_failure=False)
+        for fmt, path in paths.items()
+    }
     return {"paths": paths, "parity": parity, "pte_calls": pte_calls(paths["pte"])}
 
 
@@ -100,11 +102,17 @@ def compare_formats(name: str, device: Any, options: Any, root: Path) -> dict[st
             m = device.benchmark(path, options)
             report = made["parity"][fmt]
             cell[fmt] = (
-                {"p50_ms": m.latency.p50_ms, "p90_ms": m.latency.p90_ms, "cv": m.latency.cv,
-                 "bytes": path.stat().st_size, "runtime": f"{m.runtime} {m.runtime_version}",
-                 "top1_vs_torch_pct": report.top1_agreement_pct,
-                 "max_abs_diff": report.max_abs_diff}
-                if m.ok else {"error": f"{m.error_kind}: {m.error_message}"}
+                {
+                    "p50_ms": m.latency.p50_ms,
+                    "p90_ms": m.latency.p90_ms,
+                    "cv": m.latency.cv,
+                    "bytes": path.stat().st_size,
+                    "runtime": f"{m.runtime} {m.runtime_version}",
+                    "top1_vs_torch_pct": report.top1_agreement_pct,
+                    "max_abs_diff": report.max_abs_diff,
+                }
+                if m.ok
+                else {"error": f"{m.error_kind}: {m.error_message}"}
             )
         if "p50_ms" in cell["tflite"] and "p50_ms" in cell["pte"]:
             cell["pte_over_tflite_p50"] = cell["pte"]["p50_ms"] / cell["tflite"]["p50_ms"]
@@ -126,9 +134,13 @@ def per_op_cost(files: dict[str, Path], device: Any, options: Any) -> dict[str, 
             if not m.ok:
                 cell[label] = {"error": f"{m.error_kind}: {m.error_message}"}
                 continue
-            cell[label] = {"client_wall_s": wall, "child_wall_s": m.wall_s,
-                           "p50_ms": m.latency.p50_ms, "ops": len(m.ops),
-                           "ops_source": m.ops_source}
+            cell[label] = {
+                "client_wall_s": wall,
+                "child_wall_s": m.wall_s,
+                "p50_ms": m.latency.p50_ms,
+                "ops": len(m.ops),
+                "ops_source": m.ops_source,
+            }
         if "client_wall_s" in cell.get("plain", {}) and "client_wall_s" in cell.get("per_op", {}):
             cell["extra_wall_s"] = cell["per_op"]["client_wall_s"] - cell["plain"]["client_wall_s"]
             cell["per_op_p50_over_plain"] = cell["per_op"]["p50_ms"] / cell["plain"]["p50_ms"]
@@ -169,8 +181,17 @@ def table_rows(figures: dict[str, Any]) -> list[tuple]:
     rows = []
     for name, row in figures.items():
         fp32, int8 = row.get("fp32", {}), row.get("int8", {})
-        rows.append((name, p50(fp32, "tflite"), p50(fp32, "pte"), ratio(fp32),
-                     p50(int8, "tflite"), p50(int8, "pte"), ratio(int8)))
+        rows.append(
+            (
+                name,
+                p50(fp32, "tflite"),
+                p50(fp32, "pte"),
+                ratio(fp32),
+                p50(int8, "tflite"),
+                p50(int8, "pte"),
+                ratio(int8),
+            )
+        )
     return rows
 
 
@@ -181,8 +202,9 @@ def main(names: list[str]) -> None:
     from toolkit.transport.local import local_agent
 
     torch.set_num_threads(1)
-    options = BenchmarkOptions(threads=THREADS, warmup_runs=20, min_runs=200, min_seconds=1.0,
-                               power_sensor="none")
+    options = BenchmarkOptions(
+        threads=THREADS, warmup_runs=20, min_runs=200, min_seconds=1.0, power_sensor="none"
+    )
     start = time.perf_counter()
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, local_agent(cache_dir=Path(tmp) / "cache") as dev:
@@ -198,18 +220,30 @@ def main(names: list[str]) -> None:
             cost = _error(exc)
         print(f"per-op cost ({PER_OP_MODEL} fp32): {cost}", flush=True)
     serial_figures = serial()
-    header = ("model", "fp32 tflite p50 ms", "fp32 pte p50", "pte/tflite",
-              "int8 tflite p50", "int8 pte p50", "pte/tflite")
+    header = (
+        "model",
+        "fp32 tflite p50 ms",
+        "fp32 pte p50",
+        "pte/tflite",
+        "int8 tflite p50",
+        "int8 pte p50",
+        "pte/tflite",
+    )
     rows = table_rows(figures)
     print_table(rows, header)
-    write_results("devices", {
-        "threads": THREADS, "cnns": list(names or CNNS),
-        "wall_s": round(time.perf_counter() - start, 1),
-        "header": list(header), "table": [list(r) for r in rows],
-        "pte_vs_tflite": figures,
-        "per_op_cost": {"model": f"{PER_OP_MODEL} fp32", "formats": cost},
-        "serial_overhead": serial_figures,
-    })
+    write_results(
+        "devices",
+        {
+            "threads": THREADS,
+            "cnns": list(names or CNNS),
+            "wall_s": round(time.perf_counter() - start, 1),
+            "header": list(header),
+            "table": [list(r) for r in rows],
+            "pte_vs_tflite": figures,
+            "per_op_cost": {"model": f"{PER_OP_MODEL} fp32", "formats": cost},
+            "serial_overhead": serial_figures,
+        },
+    )
 
 
 if __name__ == "__main__":
