@@ -43,10 +43,23 @@ from bench.common import print_table, write_results  # noqa: E402
 
 INT8 = [{"quantize": {"scheme": "int8-static"}}]  # the step's default calibration and observer
 PRUNED30 = [{"prune": {"method": "l1-structured", "amount": 0.3}}]
-CNNS = ("digits-mobilenet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0",
-        "resnet18", "ds_cnn")
-STEPS = {"mobilenet_v2": 120, "mobilenet_v3_small": 120, "efficientnet_lite0": 120,
-         "resnet18": 80, "ds_cnn": 120, "transformer_encoder": 120, "vit_tiny": 20}
+CNNS = (
+    "digits-mobilenet",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_lite0",
+    "resnet18",
+    "ds_cnn",
+)
+STEPS = {
+    "mobilenet_v2": 120,
+    "mobilenet_v3_small": 120,
+    "efficientnet_lite0": 120,
+    "resnet18": 80,
+    "ds_cnn": 120,
+    "transformer_encoder": 120,
+    "vit_tiny": 20,
+}
 NETADAPT = tuple(os.environ.get("EDGELOOP_ZOO_NETADAPT", "mobilenet_v2,ds_cnn").split(","))
 KWS_SHAPE = (1, 49, 10)
 
@@ -66,16 +79,23 @@ def kws_task(tokens: bool = False) -> Any:
 
     generator = torch.Generator().manual_seed(0)
     coarse = torch.randn((10, 1, 7, 5), generator=generator)
-    templates = torch.nn.functional.interpolate(coarse, size=KWS_SHAPE[1:], mode="bilinear",
-                                                align_corners=False)
+    templates = torch.nn.functional.interpolate(
+        coarse, size=KWS_SHAPE[1:], mode="bilinear", align_corners=False
+    )
     labels = torch.randint(0, 10, (1600,), generator=generator)
     gain = 0.5 + torch.rand((1600, 1, 1, 1), generator=generator)
     x = gain * templates[labels] + 0.5 * torch.randn((1600, *KWS_SHAPE), generator=generator)
     if tokens:
         x = x[:, 0]
-    return Dataset(name="kws-synthetic", train_x=x[:1200].contiguous(), train_y=labels[:1200],
-                   test_x=x[1200:].contiguous(), test_y=labels[1200:], num_classes=10,
-                   input_shape=tuple(x.shape[1:]))
+    return Dataset(
+        name="kws-synthetic",
+        train_x=x[:1200].contiguous(),
+        train_y=labels[:1200],
+        test_x=x[1200:].contiguous(),
+        test_y=labels[1200:],
+        num_classes=10,
+        input_shape=tuple(x.shape[1:]),
+    )
 
 
 def dataset_for(name: str) -> Any:
@@ -147,20 +167,27 @@ def models(names: list[str]) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
         start = time.perf_counter()
         if name == "digits-mobilenet":
             model = reference_model(name)
-            facts = {"trained_on": "digits-32", "training": "reference model (8 epochs)",
-                     "test_accuracy_pct": reference_card(name)["test_accuracy_pct"]}
+            facts = {
+                "trained_on": "digits-32",
+                "training": "reference model (8 epochs)",
+                "test_accuracy_pct": reference_card(name)["test_accuracy_pct"],
+            }
         else:
             model = load_model(name).module
-            facts = {"trained_on": data.name, "training": f"{STEPS[name]} steps",
-                     "test_accuracy_pct": short_training(model, data, STEPS[name])}
+            facts = {
+                "trained_on": data.name,
+                "training": f"{STEPS[name]} steps",
+                "test_accuracy_pct": short_training(model, data, STEPS[name]),
+            }
         facts["training_s"] = round(time.perf_counter() - start, 1)
         print(f"{name}: trained {facts}", flush=True)
         chosen[name] = (model, data, facts)
     return chosen
 
 
-def measure(name: str, model: Any, data: Any, device: Any, options: Any,
-            root: Path) -> dict[str, Any]:
+def measure(
+    name: str, model: Any, data: Any, device: Any, options: Any, root: Path
+) -> dict[str, Any]:
     from toolkit.compress.pipeline import compress
     from toolkit.export.host_runtime import run_artifact
     from toolkit.export.ops import float_islands, op_histogram
@@ -177,12 +204,15 @@ def measure(name: str, model: Any, data: Any, device: Any, options: Any,
             tflite = result.artifacts["tflite"]
             m = device.benchmark(tflite, options)
             outputs[label] = run_artifact(tflite, test_x)
-            row[label] = {"p50_ms": m.latency.p50_ms, "p90_ms": m.latency.p90_ms,
-                          "compress_s": round(compress_s, 1),
-                          "bytes": tflite.stat().st_size,
-                          "accuracy_pct": accuracy_pct(outputs[label], data.test_y.numpy()),
-                          "ops": op_histogram(tflite),
-                          "float_islands": float_islands(tflite).to_json()}
+            row[label] = {
+                "p50_ms": m.latency.p50_ms,
+                "p90_ms": m.latency.p90_ms,
+                "compress_s": round(compress_s, 1),
+                "bytes": tflite.stat().st_size,
+                "accuracy_pct": accuracy_pct(outputs[label], data.test_y.numpy()),
+                "ops": op_histogram(tflite),
+                "float_islands": float_islands(tflite).to_json(),
+            }
         except Exception as exc:  # noqa: BLE001 - a failure is a result of the benchmark
             text = str(exc).strip().splitlines()
             row[label] = {"error": f"{type(exc).__name__}: {text[0] if text else ''}"}
@@ -220,11 +250,14 @@ def ds_cnn_op_costs(device: Any, root: Path) -> dict[str, Any]:
     stem = DSCNN().conv1
     kinds = {  # name -> (input shape, one layer's constructor)
         "stem 10x4/2, 1->64": ((1, 1, 49, 10), lambda: nn.Sequential(stem, nn.ReLU())),
-        "depthwise 3x3, 64": ((1, 64, 25, 5),
-                              lambda: nn.Sequential(nn.Conv2d(64, 64, 3, 1, 1, groups=64),
-                                                    nn.ReLU())),
-        "pointwise 1x1, 64->64": ((1, 64, 25, 5),
-                                  lambda: nn.Sequential(nn.Conv2d(64, 64, 1), nn.ReLU())),
+        "depthwise 3x3, 64": (
+            (1, 64, 25, 5),
+            lambda: nn.Sequential(nn.Conv2d(64, 64, 3, 1, 1, groups=64), nn.ReLU()),
+        ),
+        "pointwise 1x1, 64->64": (
+            (1, 64, 25, 5),
+            lambda: nn.Sequential(nn.Conv2d(64, 64, 1), nn.ReLU()),
+        ),
     }
     options = BenchmarkOptions(threads=1, warmup_runs=50, min_runs=2000, min_seconds=0.5)
     out: dict[str, Any] = {}
@@ -235,20 +268,27 @@ def ds_cnn_op_costs(device: Any, root: Path) -> dict[str, Any]:
             torch.manual_seed(0)
             model = Micro([layer() for _ in range(n)]).eval()
             calibration = torch.randn((64, *shape[1:]))
-            quantizer = LayerQuantizer(build_config("int8-static", "per-channel", "minmax",
-                                                    99.99, 4.0))
+            quantizer = LayerQuantizer(
+                build_config("int8-static", "per-channel", "minmax", 99.99, 4.0)
+            )
             graph, _ = quantize_ptq(model, quantizer, shape, calibration)
-            plan = QuantizationPlan(scheme="int8-static", granularity="per-channel",
-                                    float_model=model, pt2e_model=graph,
-                                    pt2e_quantizer=quantizer)
+            plan = QuantizationPlan(
+                scheme="int8-static",
+                granularity="per-channel",
+                float_model=model,
+                pt2e_model=graph,
+                pt2e_quantizer=quantizer,
+            )
             for label, quantization in (("fp32", None), ("int8", plan)):
-                path = export_tflite(model, shape, root / "ops" / f"{kind[:5]}{n}{label}.tflite",
-                                     quantization)
+                path = export_tflite(
+                    model, shape, root / "ops" / f"{kind[:5]}{n}{label}.tflite", quantization
+                )
                 p50[label, n] = 1e3 * device.benchmark(path, options).latency.p50_ms
         row = {}
         for label in ("fp32", "int8"):
-            row[f"{label}_us"] = round(p50[label, 1] if len(counts) == 1
-                                       else (p50[label, 4] - p50[label, 1]) / 3, 2)
+            row[f"{label}_us"] = round(
+                p50[label, 1] if len(counts) == 1 else (p50[label, 4] - p50[label, 1]) / 3, 2
+            )
         row["int8_over_fp32"] = round(row["int8_us"] / row["fp32_us"], 2)
         out[kind if len(counts) > 1 else "stem 10x4/2, 1->64 (+mean)"] = row
     return out
@@ -262,9 +302,15 @@ def netadapt(name: str, root: Path) -> dict[str, Any]:
     from toolkit.tune.trialdb import TrialDB
 
     data = f"{Path(__file__).resolve()}:kws_task" if name == "ds_cnn" else None
-    config = TuneConfig(model=name, data=data, strategy="netadapt", trials=12,
-                        budgets=BudgetRequest(ratios={"latency_p90_ms": 0.7}),
-                        out_dir=root / "tune", reuse_measurements=False)
+    config = TuneConfig(
+        model=name,
+        data=data,
+        strategy="netadapt",
+        trials=12,
+        budgets=BudgetRequest(ratios={"latency_p90_ms": 0.7}),
+        out_dir=root / "tune",
+        reuse_measurements=False,
+    )
     try:
         result = run_tune(config)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - recorded, not raised
@@ -272,19 +318,28 @@ def netadapt(name: str, root: Path) -> dict[str, Any]:
     history = TrialDB(config.run_dir / "trials.sqlite").trials()
     best = result.best or {}
     chosen = next((t for t in history if t.number == best.get("trial")), None)
-    return {"feasible": result.feasible, "trials": result.trials,
-            "first_feasible_trial": next((t.number for t in history
-                                          if t.number > 0 and t.feasible), None),
-            "chosen_trial": best.get("trial"),
-            "chosen": chosen.candidate.note if chosen else None,
-            "notes": [t.candidate.note for t in history],
-            "message": result.message}
+    return {
+        "feasible": result.feasible,
+        "trials": result.trials,
+        "first_feasible_trial": next(
+            (t.number for t in history if t.number > 0 and t.feasible), None
+        ),
+        "chosen_trial": best.get("trial"),
+        "chosen": chosen.candidate.note if chosen else None,
+        "notes": [t.candidate.note for t in history],
+        "message": result.message,
+    }
 
 
 def git_sha() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -310,16 +365,28 @@ def table_rows(figures: dict[str, Any]) -> list[tuple]:
         elif "error" in na:
             trials = "error"
         else:
-            trials = (f"{na['first_feasible_trial']} of {na['trials']} (met)" if na["feasible"]
-                      else f"not in {na['trials']} (missed)")
-        rows.append((
-            name,
-            f"{fp32['p50_ms']:.3f}" if "p50_ms" in fp32 else "error",
-            ratio(row, "int8", "p50_ms"), ratio(row, "int8", "bytes"), quality,
-            (f"{islands.get('quantize_ops', 0)}/{islands.get('dequantize_ops', 0)}/"
-             f"{islands.get('partitions')}/{islands.get('count', 0)}") if islands else "error",
-            ratio(row, "pruned30", "p50_ms"), trials,
-        ))
+            trials = (
+                f"{na['first_feasible_trial']} of {na['trials']} (met)"
+                if na["feasible"]
+                else f"not in {na['trials']} (missed)"
+            )
+        rows.append(
+            (
+                name,
+                f"{fp32['p50_ms']:.3f}" if "p50_ms" in fp32 else "error",
+                ratio(row, "int8", "p50_ms"),
+                ratio(row, "int8", "bytes"),
+                quality,
+                (
+                    f"{islands.get('quantize_ops', 0)}/{islands.get('dequantize_ops', 0)}/"
+                    f"{islands.get('partitions')}/{islands.get('count', 0)}"
+                )
+                if islands
+                else "error",
+                ratio(row, "pruned30", "p50_ms"),
+                trials,
+            )
+        )
     return rows
 
 
@@ -336,8 +403,10 @@ def main(names: list[str]) -> None:
     chosen = models(names)
     with tempfile.TemporaryDirectory() as tmp, local_agent(cache_dir=Path(tmp) / "cache") as dev:
         for name, (model, data, facts) in chosen.items():
-            figures[name] = {"training": facts,
-                             **measure(name, model, data, dev, options, Path(tmp))}
+            figures[name] = {
+                "training": facts,
+                **measure(name, model, data, dev, options, Path(tmp)),
+            }
             print(f"{name}: {figures[name]}", flush=True)
         if "ds_cnn" in figures and os.environ.get("EDGELOOP_ZOO_OPS", "1") != "0":
             try:
@@ -349,14 +418,30 @@ def main(names: list[str]) -> None:
             if name in figures:
                 figures[name]["netadapt"] = netadapt(name, Path(tmp))
                 print(f"{name}: netadapt {figures[name]['netadapt']}", flush=True)
-    header = ("model", "fp32 p50 ms", "int8 p50", "int8 size", "int8 agree/acc",
-              "Q/DQ/parts/float ops", "pruned30 p50", "NetAdapt trials to 0.7x p90")
+    header = (
+        "model",
+        "fp32 p50 ms",
+        "int8 p50",
+        "int8 size",
+        "int8 agree/acc",
+        "Q/DQ/parts/float ops",
+        "pruned30 p50",
+        "NetAdapt trials to 0.7x p90",
+    )
     rows = table_rows(figures)
     print_table(rows, header)
-    write_results("zoo", {"git_sha": git_sha(), "threads": 1, "cnns": list(CNNS),
-                          "wall_s": round(time.perf_counter() - start, 1),
-                          "header": list(header), "table": [list(r) for r in rows],
-                          "figures": figures})
+    write_results(
+        "zoo",
+        {
+            "git_sha": git_sha(),
+            "threads": 1,
+            "cnns": list(CNNS),
+            "wall_s": round(time.perf_counter() - start, 1),
+            "header": list(header),
+            "table": [list(r) for r in rows],
+            "figures": figures,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -41,10 +41,16 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = channels * 3
         self.block = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), act(),
+            nn.Conv2d(channels, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            act(),
             nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden), act(), SqueezeExcite(hidden),
-            nn.Conv2d(hidden, channels, 1, bias=False), nn.BatchNorm2d(channels))
+            nn.BatchNorm2d(hidden),
+            act(),
+            SqueezeExcite(hidden),
+            nn.Conv2d(hidden, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block(x)
@@ -55,10 +61,12 @@ class MobileNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16),
-                                  nn.ReLU6())
-        self.blocks = nn.Sequential(InvertedResidual(16, nn.Hardswish),
-                                    InvertedResidual(16, nn.ReLU6))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6()
+        )
+        self.blocks = nn.Sequential(
+            InvertedResidual(16, nn.Hardswish), InvertedResidual(16, nn.ReLU6)
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(16, 10)
 
@@ -109,8 +117,14 @@ def int8_static(tmp_path_factory):
     data = synthetic(model)
     lines: list[str] = []
     out = tmp_path_factory.mktemp("int8-mobile")
-    result = compress(model, [{"quantize": {"scheme": "int8-static"}}], data, out,
-                      input_shape=SHAPE, log=lines.append)
+    result = compress(
+        model,
+        [{"quantize": {"scheme": "int8-static"}}],
+        data,
+        out,
+        input_shape=SHAPE,
+        log=lines.append,
+    )
     return model, data, result, lines
 
 
@@ -157,10 +171,13 @@ def test_int8_model_pt2_loads_with_plain_torch_and_the_card_says_int8(int8_stati
     record = result.card.artifacts["pt2"]
     assert record.dtype == "int8"
     assert record.host_accuracy_pct == pytest.approx(result.card.accuracy_after_pct, abs=0.5)
-    code = ("import sys, torch; p = torch.export.load(sys.argv[1]).module(); "
-            "print(tuple(p(torch.zeros(2, 3, 32, 32)).shape)); print('torchao' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True, timeout=300)
+    code = (
+        "import sys, torch; p = torch.export.load(sys.argv[1]).module(); "
+        "print(tuple(p(torch.zeros(2, 3, 32, 32)).shape)); print('torchao' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["(2,", "10)", "False"]
 
@@ -170,10 +187,18 @@ def test_a_layer_kept_float_is_warned_about_naming_the_ops(tmp_path):
     torch.set_num_threads(1)
     model = mobile_net()
     lines: list[str] = []
-    recipe = [{"quantize": {"scheme": "mixed", "keep_float": ["blocks.0.block.3"],
-                            "float_precision": "fp32"}}]
-    result = compress(model, recipe, synthetic(model, 128), tmp_path, input_shape=SHAPE,
-                      log=lines.append)
+    recipe = [
+        {
+            "quantize": {
+                "scheme": "mixed",
+                "keep_float": ["blocks.0.block.3"],
+                "float_precision": "fp32",
+            }
+        }
+    ]
+    result = compress(
+        model, recipe, synthetic(model, 128), tmp_path, input_shape=SHAPE, log=lines.append
+    )
     warnings = [line for line in lines if line.startswith("warning:")]
     assert len(warnings) == 1, lines
     assert "DEPTHWISE_CONV_2D" in warnings[0] and "model.tflite" in warnings[0]
@@ -202,16 +227,26 @@ def test_int8_static_of_a_model_with_dropout_exports_with_dropout_removed(tmp_pa
     torch.manual_seed(0)
     model = DropoutNet().eval()
     lines: list[str] = []
-    result = compress(model, [{"quantize": {"scheme": "int8-static", "calibration": 64}}],
-                      synthetic(model, 64), tmp_path, input_shape=SHAPE, export=("tflite",),
-                      log=lines.append)
+    result = compress(
+        model,
+        [{"quantize": {"scheme": "int8-static", "calibration": 64}}],
+        synthetic(model, 64),
+        tmp_path,
+        input_shape=SHAPE,
+        export=("tflite",),
+        log=lines.append,
+    )
     path = result.artifacts["tflite"]  # was: "Lowering not found: aten.rand_like.default"
     assert float_islands(path).count == 0
     assert "training mode" not in caplog.text
     graph = result.torch_model  # the converted graph, for torch use
     assert not getattr(graph, "training", False)
-    names = {str(n.target) for m in graph.modules() if isinstance(m, torch.fx.GraphModule)
-             for n in m.graph.nodes}
+    names = {
+        str(n.target)
+        for m in graph.modules()
+        if isinstance(m, torch.fx.GraphModule)
+        for n in m.graph.nodes
+    }
     assert not [n for n in names if "dropout" in n or "rand" in n]
     x = images(8)
     with torch.no_grad():  # deterministic: no dropout left, even after train()/eval() calls
@@ -226,8 +261,7 @@ def test_host_and_agent_quantize_exact_half_steps_alike_as_tflite_does():
     scale, zero_point = 0.5, 3  # odd zero point: round(x/s + zp) would differ
     expected = np.array([4, 5, 2, 1, 6, 127, -125], np.int8)  # std::round: half away from 0
     assert quantize(values, scale, zero_point, np.int8).tolist() == expected.tolist()
-    spec = TensorInfo(name="x", shape=(7,), dtype="int8", scale=scale,
-                      zero_point=zero_point)
+    spec = TensorInfo(name="x", shape=(7,), dtype="int8", scale=scale, zero_point=zero_point)
     agent = to_model_input(values, spec)
     host = host_quantize(values, {"dtype": np.int8, "quantization": (scale, zero_point)})
     assert agent.tolist() == host.tolist() == expected.tolist()
@@ -242,11 +276,15 @@ def _exported(model: nn.Module, shape: tuple) -> torch.fx.GraphModule:
 
 @pytest.mark.parametrize(
     ("kernel", "stride", "padding", "size"),
-    [((10, 4), 2, (5, 1), (49, 10)),  # the DS-CNN stem on a 49×10 MFCC map
-     (3, 2, 1, (32, 32)),  # a greyscale 3×3/2 stem: kernel padded with zero taps
-     ((3, 5), (2, 3), (1, 2), (11, 13))])
+    [
+        ((10, 4), 2, (5, 1), (49, 10)),  # the DS-CNN stem on a 49×10 MFCC map
+        (3, 2, 1, (32, 32)),  # a greyscale 3×3/2 stem: kernel padded with zero taps
+        ((3, 5), (2, 3), (1, 2), (11, 13)),
+    ],
+)
 def test_a_strided_one_channel_conv_rewritten_as_space_to_depth_computes_the_same(
-        kernel, stride, padding, size):
+    kernel, stride, padding, size
+):
     from toolkit.compress.steps.quantize.space_to_depth import space_to_depth_convs
 
     torch.manual_seed(0)
@@ -276,8 +314,11 @@ class PooledStem(nn.Module):
 
     def __init__(self, relu: bool = True) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16),
-                                  nn.ReLU() if relu else nn.Identity())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU() if relu else nn.Identity(),
+        )
         self.pool = nn.MaxPool2d(3, 2, 1)
         self.conv = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.ReLU())
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
@@ -305,8 +346,13 @@ def test_a_padded_max_pool_after_relu_is_one_delegate_partition_in_fp32_and_int8
     with torch.no_grad():
         expected = model(x).numpy()
     assert np.abs(run_artifact(fp32, x.numpy()) - expected).max() < 1e-4
-    result = compress(model, [{"quantize": {"scheme": "int8-static", "calibration": 64}}],
-                      synthetic(model, 64), tmp_path / "int8", input_shape=SHAPE)
+    result = compress(
+        model,
+        [{"quantize": {"scheme": "int8-static", "calibration": 64}}],
+        synthetic(model, 64),
+        tmp_path / "int8",
+        input_shape=SHAPE,
+    )
     for path in (fp32, result.artifacts["tflite"]):
         histogram = op_histogram(path)
         assert "PADV2" not in histogram, histogram  # XNNPACK takes no PADV2: a split

@@ -101,8 +101,9 @@ def test_digits_32_is_digits_upsampled_with_the_same_split_and_labels():
     assert large.name == "digits-32" and large.input_shape == (1, 32, 32)
     assert torch.equal(small.test_y, large.test_y) and torch.equal(small.train_y, large.train_y)
     assert large.train_x.shape == (len(small.train_x), 1, 32, 32)
-    upsampled = nn.functional.interpolate(small.test_x, size=(32, 32), mode="bilinear",
-                                          align_corners=False)
+    upsampled = nn.functional.interpolate(
+        small.test_x, size=(32, 32), mode="bilinear", align_corners=False
+    )
     assert torch.equal(large.test_x, upsampled)
     assert 0.0 <= float(large.train_x.min()) and float(large.train_x.max()) <= 1.0
     assert torch.equal(load_dataset("digits-32").test_x, large.test_x)
@@ -140,8 +141,13 @@ def test_ds_cnn_int8_is_one_partition_and_its_stem_is_a_conv_on_space_to_depth_b
     with torch.no_grad():
         y = model(x).argmax(1)
     data = Dataset("kws-noise", x[:64], y[:64], x[64:], y[64:], 10, (1, 49, 10))
-    result = compress(model, [{"quantize": {"scheme": "int8-static", "calibration": 64}}],
-                      data, tmp_path, export=("tflite",))
+    result = compress(
+        model,
+        [{"quantize": {"scheme": "int8-static", "calibration": 64}}],
+        data,
+        tmp_path,
+        export=("tflite",),
+    )
     path = result.artifacts["tflite"]
     histogram = op_histogram(path)
     assert histogram["DEPTHWISE_CONV_2D"] == 4 and histogram["CONV_2D"] == 5, histogram

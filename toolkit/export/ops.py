@@ -15,11 +15,30 @@ from pathlib import Path
 from typing import Union
 
 # ops that move data or convert it: never "computed in float" in the sense of an island
-_CONVERSIONS = {"QUANTIZE", "DEQUANTIZE", "QuantizeLinear", "DequantizeLinear",
-                "DynamicQuantizeLinear"}
-_LAYOUT = {"TRANSPOSE", "RESHAPE", "PAD", "SQUEEZE", "EXPAND_DIMS", "CONCATENATION",
-           "Transpose", "Reshape", "Pad", "Squeeze", "Unsqueeze", "Flatten", "Shape",
-           "Gather", "Concat"}
+_CONVERSIONS = {
+    "QUANTIZE",
+    "DEQUANTIZE",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+}
+_LAYOUT = {
+    "TRANSPOSE",
+    "RESHAPE",
+    "PAD",
+    "SQUEEZE",
+    "EXPAND_DIMS",
+    "CONCATENATION",
+    "Transpose",
+    "Reshape",
+    "Pad",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Shape",
+    "Gather",
+    "Concat",
+}
 
 
 @dataclass
@@ -59,8 +78,13 @@ class FloatIslands:
 
     def to_json(self) -> dict:
         """Plain data for the model card."""
-        return {"ops": dict(self.ops), "count": self.count, "quantize_ops": self.quantize_ops,
-                "dequantize_ops": self.dequantize_ops, "partitions": self.partitions}
+        return {
+            "ops": dict(self.ops),
+            "count": self.count,
+            "quantize_ops": self.quantize_ops,
+            "dequantize_ops": self.dequantize_ops,
+            "partitions": self.partitions,
+        }
 
 
 def op_histogram(path: Union[str, Path]) -> dict[str, int]:
@@ -98,7 +122,8 @@ def _tflite_ops(path: Path) -> tuple[list[dict], set[int]]:
 
     interpreter = litert.Interpreter(
         model_path=str(path),
-        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     floats = {t["index"] for t in interpreter.get_tensor_details() if t["dtype"] == np.float32}
     return interpreter._get_ops_details(), floats
 
@@ -110,7 +135,8 @@ def _delegate_partitions(path: Path) -> Union[int, None]:
 
         plain = litert.Interpreter(
             model_path=str(path),
-            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
         base = len(plain._get_ops_details())
         delegated = litert.Interpreter(model_path=str(path), num_threads=1)
         delegated.allocate_tensors()
@@ -147,11 +173,13 @@ def _onnx_islands(path: Path) -> FloatIslands:
             continue
         if node.op_type.startswith("QLinear") or node.op_type in ("ConvInteger", "MatMulInteger"):
             continue
-        fed = any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
-                  for i in node.input[:1])
-        requantized = all(c.op_type == "QuantizeLinear"
-                          for out in node.output for c in consumers.get(out, [])) and any(
-            consumers.get(out) for out in node.output)
+        fed = any(
+            producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
+            for i in node.input[:1]
+        )
+        requantized = all(
+            c.op_type == "QuantizeLinear" for out in node.output for c in consumers.get(out, [])
+        ) and any(consumers.get(out) for out in node.output)
         if not (fed and requantized):
             found.ops[node.op_type] = found.ops.get(node.op_type, 0) + 1
     found.count = sum(found.ops.values())

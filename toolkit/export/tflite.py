@@ -76,8 +76,9 @@ def _delegable(model: nn.Module, sample: tuple) -> nn.Module:
 
     Only a model holding a padded `nn.MaxPool2d` is exported here (others convert as given).
     """
-    if not any(isinstance(m, nn.MaxPool2d) and m.padding not in (0, (0, 0))
-               for m in model.modules()):
+    if not any(
+        isinstance(m, nn.MaxPool2d) and m.padding not in (0, (0, 0)) for m in model.modules()
+    ):
         return model
     training = model.training
     try:
@@ -111,14 +112,19 @@ def zero_pad_max_pools(graph: torch.fx.GraphModule) -> int:
         source, padding = args[0], args[3] or [0, 0]
         padding = list(padding) * (2 if len(padding) == 1 else 1)
         dilation = args[4] or [1, 1]
-        if (not any(padding) or args[5] or any(d != 1 for d in dilation)
-                or not _non_negative(source)):
+        if (
+            not any(padding)
+            or args[5]
+            or any(d != 1 for d in dilation)
+            or not _non_negative(source)
+        ):
             continue
         with graph.graph.inserting_before(node):  # padded in NHWC: see the docstring
             nhwc = graph.graph.call_function(aten.permute.default, (source, [0, 2, 3, 1]))
             pad = graph.graph.call_function(
                 aten.constant_pad_nd.default,
-                (nhwc, [0, 0, padding[1], padding[1], padding[0], padding[0]], 0.0))
+                (nhwc, [0, 0, padding[1], padding[1], padding[0], padding[0]], 0.0),
+            )
             nchw = graph.graph.call_function(aten.permute.default, (pad, [0, 3, 1, 2]))
         for added in (nhwc, pad, nchw):
             _carry_meta(node, added)
@@ -149,7 +155,13 @@ def _non_negative(node: object) -> bool:
     if node.target in (aten.relu.default, aten.relu_.default):
         return True
     if node.target in (aten.hardtanh.default, aten.hardtanh_.default, aten.clamp.default):
-        low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", node.kwargs.get(
-            "min", -1.0 if node.target != aten.clamp.default else None))
+        low = (
+            node.args[1]
+            if len(node.args) > 1
+            else node.kwargs.get(
+                "min_val",
+                node.kwargs.get("min", -1.0 if node.target != aten.clamp.default else None),
+            )
+        )
         return isinstance(low, (int, float)) and low >= 0
     return False

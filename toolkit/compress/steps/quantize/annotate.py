@@ -36,22 +36,50 @@ from torchao.quantization.pt2e.quantizer import (
 
 aten = torch.ops.aten
 
-WEIGHTED = {aten.conv1d.default, aten.conv2d.default, aten.convolution.default,
-            aten.linear.default}
+WEIGHTED = {aten.conv1d.default, aten.conv2d.default, aten.convolution.default, aten.linear.default}
 BINARY = {aten.add.Tensor, aten.add_.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.mul_.Tensor}
-OWN_RANGE = {aten.hardswish.default, aten.hardswish_.default, aten.gelu.default,
-             aten.leaky_relu.default, aten.elu.default}
-CLAMPS = {aten.relu.default, aten.relu_.default, aten.hardtanh.default, aten.hardtanh_.default,
-          aten.clamp.default}
+OWN_RANGE = {
+    aten.hardswish.default,
+    aten.hardswish_.default,
+    aten.gelu.default,
+    aten.leaky_relu.default,
+    aten.elu.default,
+}
+CLAMPS = {
+    aten.relu.default,
+    aten.relu_.default,
+    aten.hardtanh.default,
+    aten.hardtanh_.default,
+    aten.clamp.default,
+}
 SHARED = CLAMPS | {
-    aten.max_pool2d.default, aten.max_pool1d.default, aten.avg_pool2d.default,
-    aten.avg_pool1d.default, aten.adaptive_avg_pool2d.default, aten.adaptive_avg_pool1d.default,
-    aten.mean.dim, aten.mean.default, aten.view.default, aten.reshape.default,
-    aten._unsafe_view.default, aten.flatten.using_ints, aten.permute.default,
-    aten.transpose.int, aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default,
-    aten.unsqueeze.default, aten.pad.default, aten.constant_pad_nd.default,
-    aten.slice.Tensor, aten.select.int, aten.contiguous.default, aten.clone.default,
-    aten.dropout.default, aten.expand.default, aten.t.default,
+    aten.max_pool2d.default,
+    aten.max_pool1d.default,
+    aten.avg_pool2d.default,
+    aten.avg_pool1d.default,
+    aten.adaptive_avg_pool2d.default,
+    aten.adaptive_avg_pool1d.default,
+    aten.mean.dim,
+    aten.mean.default,
+    aten.view.default,
+    aten.reshape.default,
+    aten._unsafe_view.default,
+    aten.flatten.using_ints,
+    aten.permute.default,
+    aten.transpose.int,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.squeeze.default,
+    aten.unsqueeze.default,
+    aten.pad.default,
+    aten.constant_pad_nd.default,
+    aten.slice.Tensor,
+    aten.select.int,
+    aten.contiguous.default,
+    aten.clone.default,
+    aten.dropout.default,
+    aten.expand.default,
+    aten.t.default,
 }
 FIXED = {  # op -> (scale, zero point) of TFLite's int8 kernel output
     aten.sigmoid.default: (1 / 256, -128),
@@ -75,8 +103,12 @@ def decompose_for_int8(model: GraphModule) -> GraphModule:
     for node in list(graph.nodes):
         if node.op != "call_function":
             continue
-        if node.target in (aten.hardsigmoid.default, aten.hardsigmoid_.default,
-                           aten.hardswish.default, aten.hardswish_.default):
+        if node.target in (
+            aten.hardsigmoid.default,
+            aten.hardsigmoid_.default,
+            aten.hardswish.default,
+            aten.hardswish_.default,
+        ):
             x = node.args[0]
             with graph.inserting_before(node):
                 three, sixth = _constant(model, node, 3.0), _constant(model, node, 1.0 / 6.0)
@@ -117,8 +149,9 @@ def _replace(old: Node, new: Node) -> None:
     old.graph.erase_node(old)
 
 
-def annotate_int8(model: GraphModule, config: Any,
-                  keep: Optional[Callable[[Node], bool]] = None) -> GraphModule:
+def annotate_int8(
+    model: GraphModule, config: Any, keep: Optional[Callable[[Node], bool]] = None
+) -> GraphModule:
     """Annotates every int8-capable op of `model` with `config`'s specs (see module doc).
 
     Args:
@@ -131,8 +164,10 @@ def annotate_int8(model: GraphModule, config: Any,
     for node in model.graph.nodes:
         if node.op != "call_function" or _annotated(node) or (keep and not keep(node)):
             continue
-        if keep and any(isinstance(a, Node) and a.op == "call_function" and not keep(a)
-                        for a in node.all_input_nodes):
+        if keep and any(
+            isinstance(a, Node) and a.op == "call_function" and not keep(a)
+            for a in node.all_input_nodes
+        ):
             continue  # fed by a layer kept float: quantizing here would make that layer int8
         target = node.target
         if target in WEIGHTED:
@@ -148,13 +183,17 @@ def annotate_int8(model: GraphModule, config: Any,
         elif target in FIXED:
             scale, zero_point = FIXED[target]
             fixed = FixedQParamsQuantizationSpec(
-                dtype=torch.int8, scale=scale, zero_point=zero_point, quant_min=-128,
-                quant_max=127, qscheme=torch.per_tensor_affine)
+                dtype=torch.int8,
+                scale=scale,
+                zero_point=zero_point,
+                quant_min=-128,
+                quant_max=127,
+                qscheme=torch.per_tensor_affine,
+            )
             _set(node, {node.args[0]: act}, fixed)
         elif target in SHARED and isinstance(node.args[0], Node):
             source = node.args[0]
-            _set(node, {source: _input_spec(source, act)},
-                 SharedQuantizationSpec((source, node)))
+            _set(node, {source: _input_spec(source, act)}, SharedQuantizationSpec((source, node)))
         elif target in CAT:
             inputs = [a for a in node.args[0] if isinstance(a, Node)]
             if inputs:
@@ -164,8 +203,9 @@ def annotate_int8(model: GraphModule, config: Any,
     return model
 
 
-def _annotate_fused(node: Node, inputs: dict, act: Any,
-                    keep: Optional[Callable[[Node], bool]]) -> None:
+def _annotate_fused(
+    node: Node, inputs: dict, act: Any, keep: Optional[Callable[[Node], bool]]
+) -> None:
     """Annotates `node`; its output range is observed after a clamp TFLite fuses into it."""
     users = list(node.users)
     clamp = users[0] if len(users) == 1 and _fusable_clamp(users[0]) else None
@@ -197,11 +237,11 @@ def _input_spec(source: Node, act: Any) -> Any:
 
 
 def _set(node: Node, inputs: dict, output: Any) -> None:
-    node.meta[_ANNOTATION] = QuantizationAnnotation(input_qspec_map=dict(inputs),
-                                                    output_qspec=output, _annotated=True)
+    node.meta[_ANNOTATION] = QuantizationAnnotation(
+        input_qspec_map=dict(inputs), output_qspec=output, _annotated=True
+    )
 
 
 def _annotated(node: Node) -> bool:
     annotation = node.meta.get(_ANNOTATION)
     return annotation is not None and annotation._annotated
-

@@ -38,10 +38,16 @@ def run_quantize(p: QuantizeParams, model: nn.Module, ctx: StepContext) -> tuple
         def train(graph: nn.Module) -> None:
             train_epochs(graph, loader, p.epochs, p.lr, seed=ctx.seed, log=ctx.log)
 
-        graph, quantized, trained = quantize_qat(copy.deepcopy(float_model), quantizer, shape,
-                                                 train)
-        plan = make_plan(p, trained, pt2e_model=graph, pt2e_quantizer=quantizer,
-                         calibration=ctx.data.calibration(128))
+        graph, quantized, trained = quantize_qat(
+            copy.deepcopy(float_model), quantizer, shape, train
+        )
+        plan = make_plan(
+            p,
+            trained,
+            pt2e_model=graph,
+            pt2e_quantizer=quantizer,
+            calibration=ctx.data.calibration(128),
+        )
     else:
         precision: dict[str, str] = {}
         if p.scheme == "mixed":
@@ -50,16 +56,22 @@ def run_quantize(p: QuantizeParams, model: nn.Module, ctx: StepContext) -> tuple
             float_model = round_to_fp16(float_model, kept)
         float_layers = {name for name, kind in precision.items() if kind != "int8"}
         scheme = "int8-static" if p.scheme == "mixed" else p.scheme
-        quantizer = LayerQuantizer(build_config(scheme, p.granularity, p.observer,
-                                                p.percentile, p.k), float_layers)
+        quantizer = LayerQuantizer(
+            build_config(scheme, p.granularity, p.observer, p.percentile, p.k), float_layers
+        )
         calibration = ctx.data.calibration(p.calibration if scheme != "int8-dynamic" else 1)
         graph, quantized = quantize_ptq(float_model, quantizer, shape, calibration)
         for conv, bn in batchnorm_followers(float_model, shape).items():
             if conv in float_layers:
                 precision.setdefault(bn, precision[conv])  # exporters fold BN into its conv
-        plan = make_plan(p, float_model, pt2e_model=graph, pt2e_quantizer=quantizer,
-                         calibration=calibration if scheme != "int8-dynamic" else None,
-                         layer_precision=precision)
+        plan = make_plan(
+            p,
+            float_model,
+            pt2e_model=graph,
+            pt2e_quantizer=quantizer,
+            calibration=calibration if scheme != "int8-dynamic" else None,
+            layer_precision=precision,
+        )
     ctx.artifacts["quantization"] = plan
     figures.update(plan.summary())
     figures.update(_weight_bytes(float_model, plan.layer_precision, p.scheme))
@@ -68,8 +80,9 @@ def run_quantize(p: QuantizeParams, model: nn.Module, ctx: StepContext) -> tuple
     return quantized, StepReport("quantize", figures)
 
 
-def _choose_precision(p: QuantizeParams, model: nn.Module,
-                      ctx: StepContext) -> tuple[dict[str, str], dict[str, Any]]:
+def _choose_precision(
+    p: QuantizeParams, model: nn.Module, ctx: StepContext
+) -> tuple[dict[str, str], dict[str, Any]]:
     layers = [name for name, module in model.named_modules() if quantizable(module)]
     if p.layers:
         return {name: p.layers.get(name, "int8") for name in layers}, {}
@@ -81,8 +94,9 @@ def _choose_precision(p: QuantizeParams, model: nn.Module,
     return precision, {"sensitivity_output_error": errors, "sensitivity_drop_pct": drops}
 
 
-def _sensitivity(p: QuantizeParams, model: nn.Module, layers: list[str],
-                 ctx: StepContext) -> tuple[dict[str, float], dict[str, float]]:
+def _sensitivity(
+    p: QuantizeParams, model: nn.Module, layers: list[str], ctx: StepContext
+) -> tuple[dict[str, float], dict[str, float]]:
     """Quantizes one layer at a time to int8 and measures, on held-out training samples,
     the relative output error ‖q(x) − f(x)‖² / ‖f(x)‖² and the accuracy drop in points."""
     x, y = ctx.data.train_x[-_SENSITIVITY_SAMPLES:], ctx.data.train_y[-_SENSITIVITY_SAMPLES:]
@@ -94,13 +108,16 @@ def _sensitivity(p: QuantizeParams, model: nn.Module, layers: list[str],
     for name in layers:
         config = build_config("int8-static", p.granularity, p.observer, p.percentile, p.k)
         quantizer = LayerQuantizer(config, set(layers) - {name})
-        _, single = quantize_ptq(copy.deepcopy(model), quantizer, tuple(ctx.input_shape),
-                                 calibration)
+        _, single = quantize_ptq(
+            copy.deepcopy(model), quantizer, tuple(ctx.input_shape), calibration
+        )
         outputs = predict(single, x)
         errors[name] = float(((outputs - reference) ** 2).sum() / (reference**2).sum())
         drops[name] = round(base - accuracy(single, loader), 3)
-        ctx.log(f"quantize mixed: {name} alone in int8: output error {errors[name]:.2e}, "
-                f"accuracy drop {drops[name]:.2f} points")
+        ctx.log(
+            f"quantize mixed: {name} alone in int8: output error {errors[name]:.2e}, "
+            f"accuracy drop {drops[name]:.2f} points"
+        )
     return errors, drops
 
 
@@ -118,5 +135,3 @@ def _weight_bytes(model: nn.Module, precision: dict[str, str], scheme: str) -> d
             fp32 += 4 * count
             stored += size[precision.get(name, default)] * count
     return {"weight_bytes_fp32": fp32, "weight_bytes_quantized": stored}
-
-

@@ -66,8 +66,9 @@ def run_batches(graph: Callable, inputs: torch.Tensor, dynamic: bool, size: int 
             graph(inputs[start : start + step])
 
 
-def quantize_ptq(model: nn.Module, quantizer: Any, input_shape: tuple[int, ...],
-                 calibration: torch.Tensor) -> tuple[Any, Any]:
+def quantize_ptq(
+    model: nn.Module, quantizer: Any, input_shape: tuple[int, ...], calibration: torch.Tensor
+) -> tuple[Any, Any]:
     """Post-training quantization; returns (converted graph for export, model for torch use).
 
     Dropout is removed before annotation: post-training quantization computes the inference
@@ -131,10 +132,14 @@ def _eval_mode(graph: Any) -> Any:
 
 
 _DROPOUT = {
-    torch.ops.aten.dropout.default, torch.ops.aten.dropout_.default,
-    torch.ops.aten.feature_dropout.default, torch.ops.aten.feature_dropout_.default,
-    torch.ops.aten.alpha_dropout.default, torch.ops.aten.alpha_dropout_.default,
-    torch.ops.aten.feature_alpha_dropout.default, torch.ops.aten.feature_alpha_dropout_.default,
+    torch.ops.aten.dropout.default,
+    torch.ops.aten.dropout_.default,
+    torch.ops.aten.feature_dropout.default,
+    torch.ops.aten.feature_dropout_.default,
+    torch.ops.aten.alpha_dropout.default,
+    torch.ops.aten.alpha_dropout_.default,
+    torch.ops.aten.feature_alpha_dropout.default,
+    torch.ops.aten.feature_alpha_dropout_.default,
 }
 
 
@@ -215,6 +220,7 @@ def batchnorm_followers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[
 
 # --- a converted graph as plain torch (what model.pt2 holds for int8 schemes) ---------------
 
+
 def _quantize(x, scale, zero_point, quant_min, quant_max, dtype, *_, axis=None):
     if axis is not None:
         shape = [1] * x.dim()
@@ -290,8 +296,9 @@ def _rewrite(gm: torch.fx.GraphModule) -> None:
             _fold(gm, node)  # a weight: quantize it once, keep the int8 tensor
     gm.graph.eliminate_dead_code()
     used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
-    for name in [n for n, _ in gm.named_parameters(recurse=False)] + \
-            [n for n, _ in gm.named_buffers(recurse=False)]:
+    for name in [n for n, _ in gm.named_parameters(recurse=False)] + [
+        n for n, _ in gm.named_buffers(recurse=False)
+    ]:
         if name not in used:  # the float weights now held as int8 buffers
             delattr(gm, name)
     gm.graph.lint()
@@ -304,8 +311,9 @@ def _fold(gm: torch.fx.GraphModule, node: torch.fx.Node) -> None:
             return _attr(gm, arg.target)
         return arg
 
-    folded = node.target(*[value(a) for a in node.args],
-                         **{k: value(v) for k, v in node.kwargs.items()})
+    folded = node.target(
+        *[value(a) for a in node.args], **{k: value(v) for k, v in node.kwargs.items()}
+    )
     name = f"{node.name}_int8"
     gm.register_buffer(name, folded.detach().clone())
     with gm.graph.inserting_before(node):

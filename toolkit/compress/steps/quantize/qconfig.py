@@ -8,9 +8,9 @@ filter that works with torch 2.13's module-stack names (litert-torch's own `set_
 filter does not match them). Before annotation, two exact graph rewrites keep int8 on XNNPACK's
 fast path: strided one-channel convs become space-to-depth + conv (`space_to_depth.py`; not
 for QAT, whose weights must stay trainable parameters) and padded max pools after a ReLU pad
-with zeros (`toolkit.export.tflite.zero_pad_max_pools`). litert-torch 0.10's QAT conv+batch-norm annotators fail under
-torch 2.13 (they export a bare function), so QAT folds batch norms into their convs first;
-PTQ's batch norms are folded by `prepare_pt2e`.
+with zeros (`toolkit.export.tflite.zero_pad_max_pools`). litert-torch 0.10's QAT
+conv+batch-norm annotators fail under torch 2.13 (they export a bare function), so QAT folds
+batch norms into their convs first; PTQ's batch norms are folded by `prepare_pt2e`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ _MAX_KEPT_VALUES = 4_000_000  # values one observer keeps for percentile / mean-
 class RangeObserver(MinMaxObserver):
     """Per-tensor activation observer whose range is min-max, a percentile or mean ± k·σ."""
 
-    def __init__(self, method: str = "minmax", percentile: float = 99.99, k: float = 4.0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, method: str = "minmax", percentile: float = 99.99, k: float = 4.0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.method, self.percentile, self.k = method, percentile, k
         self._kept: list[torch.Tensor] = []
@@ -86,8 +87,7 @@ class LayerQuantizer(pq.PT2EQuantizer):
         return self._annotate_all_dynamic_patterns(model, self.global_config, self._keep)
 
 
-def build_config(scheme: str, granularity: str, observer: str, percentile: float,
-                 k: float) -> Any:
+def build_config(scheme: str, granularity: str, observer: str, percentile: float, k: float) -> Any:
     """Returns litert-torch's symmetric int8 config with the chosen activation observer.
 
     Weights: symmetric int8, min-max, per-tensor or per output channel. Activations: int8

@@ -96,8 +96,10 @@ class QuantizeStep(CompressionStep):
             raise self.error("scheme", f"one of {list(SCHEMES)}", scheme)
         for name in params:
             if name in _ONLY and scheme not in _ONLY[name]:
-                raise RecipeError(f"{self.where}: {self.key}.{name}: applies only to scheme "
-                                  f"{' or '.join(_ONLY[name])}, not {scheme}")
+                raise RecipeError(
+                    f"{self.where}: {self.key}.{name}: applies only to scheme "
+                    f"{' or '.join(_ONLY[name])}, not {scheme}"
+                )
         p = QuantizeParams(**params)
         self._check_int(p.calibration, "calibration", 1, 100_000)
         self._check_int(p.epochs, "epochs", 0, 1000)
@@ -111,8 +113,9 @@ class QuantizeStep(CompressionStep):
         if not isinstance(p.keep_float, list) or not all(isinstance(n, str) for n in p.keep_float):
             raise self.error("keep_float", "a list of layer names", p.keep_float)
         if not isinstance(p.layers, dict) or any(v not in PRECISIONS for v in p.layers.values()):
-            raise self.error("layers", f"a map of layer name to one of {list(PRECISIONS)}",
-                             p.layers)
+            raise self.error(
+                "layers", f"a map of layer name to one of {list(PRECISIONS)}", p.layers
+            )
         return p
 
     def _check_int(self, value: Any, name: str, low: int, high: int) -> None:
@@ -132,9 +135,11 @@ class QuantizeStep(CompressionStep):
     def refusal(self, earlier: list[CompressionStep]) -> Optional[str]:
         for step in earlier:
             if step.key == self.key:
-                return (f"the model is already quantized ({step.params.scheme}); "
-                        f"{self.params.scheme} must start from the float model, so a recipe "
-                        "has one quantize step")
+                return (
+                    f"the model is already quantized ({step.params.scheme}); "
+                    f"{self.params.scheme} must start from the float model, so a recipe "
+                    "has one quantize step"
+                )
         return super().refusal(earlier)
 
     def check_model(self, model: Any) -> None:
@@ -158,5 +163,12 @@ def quantizable(module: nn.Module) -> bool:
 
 def make_plan(p: QuantizeParams, float_model: nn.Module, **extra: Any) -> QuantizationPlan:
     """Builds the plan the exporters follow from the step's parameters."""
-    return QuantizationPlan(scheme=p.scheme, granularity=p.granularity, observer=p.observer,
-                            percentile=p.percentile, k=p.k, float_model=float_model, **extra)
+    return QuantizationPlan(
+        scheme=p.scheme,
+        granularity=p.granularity,
+        observer=p.observer,
+        percentile=p.percentile,
+        k=p.k,
+        float_model=float_model,
+        **extra,
+    )
