@@ -189,3 +189,29 @@ def test_pages_read_a_shared_postgresql_database_and_cannot_write_it(measured, p
         db.execute(text("DELETE FROM measurements"))
     with engine.connect() as db:
         assert db.execute(text("SELECT count(*) FROM measurements")).scalar_one() == 3
+
+
+def test_lists_of_what_exists_are_reused_then_read_again_in_the_background(store_db, measured):
+    import re
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from toolkit.dashboard.app import create_app
+    from toolkit.results.store import ResultsStore
+
+    def counted(client) -> int:
+        page = client.get("/devices").text
+        return int(re.search(r'id="seen-devices".*?<td class="num">(\d+)</td>', page, re.S)[1])
+
+    client = TestClient(create_app(f"sqlite:///{store_db}", lists_ttl_s=1.0))
+    assert counted(client) == len(measured)
+    ResultsStore(store_db).append(measured[0], run_id="later")
+    assert counted(client) == len(measured)  # reused within the TTL
+    time.sleep(1.1)
+    deadline = time.monotonic() + 30
+    while counted(client) != len(measured) + 1:  # the first call past the TTL starts a read
+        assert time.monotonic() < deadline, "the list was never read again"
+        time.sleep(0.1)
+    fresh = TestClient(create_app(f"sqlite:///{store_db}", lists_ttl_s=0))
+    assert counted(fresh) == len(measured) + 1

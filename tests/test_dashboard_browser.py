@@ -11,6 +11,7 @@ Set EDGELOOP_SCREENSHOTS=docs/screenshots to keep a screenshot of each main page
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -218,7 +219,16 @@ def test_tuning_page_shows_new_trials_while_the_run_is_in_progress(lab, server, 
     assert page.locator("#trials tr").count() == stored + 1  # and the header
     assert page.locator("#pareto.js-plotly-plot").count() == 1
     assert page.locator("#trajectory.js-plotly-plot").count() == 1
-    assert "budget" in page.text_content("#pareto")
+    assert "budget" in page.text_content("#pareto")  # the budget line's legend entry
+    usage = [
+        json.loads(t)["usage"].get("latency_p90_ms")
+        for (t,) in lab.rows("SELECT json FROM trials WHERE run_id = ? ORDER BY number", run_id)
+    ]
+    worst = [
+        json.loads(t)["worst"]["latency_p90_ms"]
+        for (t,) in lab.rows("SELECT json FROM trials WHERE run_id = ? ORDER BY number", run_id)
+    ]
+    assert float(page.text_content("#budget")) == pytest.approx(worst[0] / usage[0], rel=1e-3)
     screenshot(page, "tuning")
 
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
 PLOTLY_JS_ROUTE = "/static/plotly.min.js"
 _CONFIG = {"displaylogo": False, "responsive": True}
 _LAYOUT = {
@@ -54,13 +56,15 @@ def distributions(
             )
         else:
             fig.add_trace(go.Box(y=list(samples), name=name, boxpoints=False))
-    fig.update_layout(
-        title=title,
-        yaxis_title="latency (ms, log scale)",
-        yaxis_type="log",
-        showlegend=False,
-        **_LAYOUT,
-    )
+    if kind == "violin":  # a density needs a linear axis; the far tail would flatten it
+        top = max(float(np.percentile(list(s), 99)) for s in groups.values() if len(s))
+        axis = {
+            "yaxis_title": "latency (ms; axis up to the 99th percentile)",
+            "yaxis_range": [0, top * 1.1],
+        }
+    else:
+        axis = {"yaxis_title": "latency (ms, log scale)", "yaxis_type": "log"}
+    fig.update_layout(title=title, showlegend=False, **axis, **_LAYOUT)
     return to_div(fig, div_id)
 
 

@@ -267,7 +267,7 @@ def compare_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
                 name_b: [x for r in b_runs for x in r.samples_ms],
             },
             f"{name_a} vs {name_b} on {device} ({rounds} runs each)",
-            kind="violin",
+            kind="box",
             div_id="compare-distributions",
         )
     if rounds < MIN_ROUNDS:
