@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures_postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from toolkit.transport.local import AgentProcess
 
 pytestmark = pytest.mark.slow
@@ -312,3 +313,37 @@ def test_every_driver_naming_a_device_gets_its_one_actor(cluster, two_agents):
             assert info.device_id == "ray-0"
     finally:
         ray.shutdown()
+
+
+def test_a_pareto_study_in_postgresql_keeps_to_its_own_schema(postgres_url):  # noqa: F811
+    import optuna
+    from sqlalchemy import create_engine, text
+
+    from toolkit.db.upgrade import current_revision, head_revision
+    from toolkit.results.store import ResultsStore
+    from toolkit.search.pareto import OPTUNA_SCHEMA, study_storage
+
+    store = ResultsStore(postgres_url)  # edgeloop's schema first, at its head revision
+    study = optuna.create_study(
+        storage=study_storage(postgres_url), study_name="edgeloop-x", directions=["maximize"]
+    )
+    study.tell(study.ask(), 1.0)
+
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            tables = conn.execute(
+                text(
+                    "SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_name IN ('trials', 'studies', 'alembic_version')"
+                )
+            ).all()
+            revisions = conn.execute(text("SELECT version_num FROM public.alembic_version")).all()
+        assert ("public", "trials") in tables and (OPTUNA_SCHEMA, "trials") in tables
+        assert (OPTUNA_SCHEMA, "studies") in tables and ("public", "studies") not in tables
+        assert [r[0] for r in revisions] == [head_revision()]  # ours, untouched by Optuna's
+        assert current_revision(store.engine) == head_revision()
+        loaded = optuna.load_study(study_name="edgeloop-x", storage=study_storage(postgres_url))
+        assert [t.values for t in loaded.trials] == [[1.0]]
+    finally:
+        engine.dispose()
