@@ -73,14 +73,22 @@ def create_app(
             before they are read again in the background; 0 reads them on every request.
 
     Raises:
-        SetupError: no database at `url`.
+        SetupError: no database at `url`, or one without a measurements table.
     """
     from toolkit.dashboard.readonly import database_url, readonly_engine
     from toolkit.db.engine import display_url
 
     shown = display_url(str(engine.url) if engine is not None else database_url(url))
     engine = engine if engine is not None else readonly_engine(url)
-    source = views.Source(engine=engine, tables=Tables(engine), url=shown, lists_ttl_s=lists_ttl_s)
+    tables = Tables(engine)
+    if tables.get("measurements") is None:
+        from toolkit.errors import SetupError
+
+        raise SetupError(
+            f"--db {shown}: no measurements table (nothing stored there yet; "
+            "run `edgeloop profile MODEL` or `edgeloop db upgrade` first)"
+        )
+    source = views.Source(engine=engine, tables=tables, url=shown, lists_ttl_s=lists_ttl_s)
     env = _templates()
     app = FastAPI(title="edgeloop dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.source = source
