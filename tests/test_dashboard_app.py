@@ -128,12 +128,19 @@ def test_plotly_js_is_served_from_the_installed_package(store_db):
     assert '<script src="/static/plotly.min.js">' in page and "cdn" not in page.lower()
 
 
-def test_a_missing_database_is_a_setup_error_naming_it(tmp_path):
+def test_a_missing_or_empty_database_is_a_setup_error_naming_it(tmp_path):
     missing = tmp_path / "nowhere" / "results.db"
     done = edgeloop(
         "dashboard", "--db", str(missing), home=tmp_path / "home", check=False, timeout=60
     )
     assert done.returncode == 2 and str(missing) in done.stderr
+    empty = tmp_path / "empty.db"
+    with sqlite3.connect(empty) as db:
+        db.execute("CREATE TABLE unrelated (a INTEGER)")
+    done = edgeloop(
+        "dashboard", "--db", str(empty), home=tmp_path / "home", check=False, timeout=60
+    )
+    assert done.returncode == 2 and "no measurements table" in done.stderr
 
 
 def test_a_token_file_other_users_can_read_is_refused(store_db, tmp_path):
