@@ -157,7 +157,10 @@ def main() -> int:
     report["nvml_counter_vs_samples"] = counter_vs_samples()
     print(json.dumps(report["nvml_counter_vs_samples"], indent=1), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        report["agent"] = agent_runs(Path(tmp))
+        try:
+            report["agent"] = agent_runs(Path(tmp))
+        except Exception as exc:  # noqa: BLE001 - keep the NVML figures; say what failed
+            report["agent"] = {"error": f"{type(exc).__name__}: {exc}"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     print(json.dumps(report, indent=1, default=str))
