@@ -2,6 +2,12 @@
 
     python bench/repeat.py bench/bench_core.py --runs 3 [-- ARGS FOR THE SCRIPT]
     e.g. python bench/repeat.py bench/bench_fleet.py --runs 3 -- --devices 8
+    python bench/repeat.py bench/bench_core.py --runs 3 --against a6db53f -- --parts overhead
+
+With `--against COMMIT`, every run is a pair, interleaved so both sides see the same load: the
+script (this tree's version of it, so both sides measure alike) first in a temporary git
+worktree at COMMIT, with that commit's code on PYTHONPATH, then in this tree; it writes
+`bench/results/<name>.before_after.json` with both sides' figures.
 
 Each run is its own process, so it starts cold the way the script starts: a fresh temporary
 data folder, fresh agents, nothing cached from the run before. Each run writes its JSON into a
@@ -25,11 +31,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, RESULTS_ENV, provenance  # noqa: E402
+from bench.common import RESULTS, RESULTS_ENV, ROOT, provenance  # noqa: E402
 
 SKIP_KEYS = ("provenance", "unix_time")  # stamps, not figures
 
@@ -61,61 +67,166 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         present = [v for v in values if v is not None]
         median = statistics.median(present)
         spread = (max(present) - min(present)) / abs(median) if median else None
-        out[path] = {"median": median, "min": min(present), "max": max(present),
-                     "rel_spread": spread, "n": len(present), "values": values}
+        out[path] = {
+            "median": median,
+            "min": min(present),
+            "max": max(present),
+            "rel_spread": spread,
+            "n": len(present),
+            "values": values,
+        }
     return out
+
+
+def run_once(
+    script: Path, script_args: list[str], label: str, folder: Path, timeout_s: float, tree: Path
+) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
+    """One cold run of `script` (a path inside `tree`) with `tree` first on sys.path; returns
+    its record and its JSON (None when it wrote none)."""
+    folder.mkdir(parents=True)
+    env = dict(os.environ, **{RESULTS_ENV: str(folder)})
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (str(tree), env.get("PYTHONPATH")) if x)
+    load = [round(x, 2) for x in os.getloadavg()]
+    print(f"== {label}: {script} {' '.join(script_args)} (load {load})", flush=True)
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), *script_args], env=env, cwd=tree, timeout=timeout_s
+        )
+        code = done.returncode
+    except subprocess.TimeoutExpired:
+        code = None
+    wall = time.perf_counter() - started
+    written = sorted(folder.glob("*.json"))
+    record: dict[str, Any] = {
+        "run": label,
+        "exit_code": code,
+        "wall_s": round(wall, 1),
+        "load_avg_before": load,
+        "json": [p.name for p in written],
+    }
+    data = None
+    if written:
+        data = json.loads(written[0].read_text())
+        record["provenance"] = data.get("provenance")
+    else:
+        record["failed"] = "no JSON written" if code is not None else "timed out"
+    print(f"== {label}: exit {code}, {wall:.0f} s", flush=True)
+    return record, data
+
+
+def run_all(
+    script: Path, script_args: list[str], n: int, timeout_s: float, tree: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    runs, results = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-repeat-") as tmp:
+        for i in range(n):
+            record, data = run_once(
+                script, script_args, f"run {i + 1}/{n}", Path(tmp) / f"run{i}", timeout_s, tree
+            )
+            record["run"] = i + 1
+            runs.append(record)
+            if data is not None:
+                results.append(data)
+    return runs, results
+
+
+def before_after(args: argparse.Namespace, name: str, script_args: list[str]) -> int:
+    """Pairs of runs, `--against` COMMIT then this tree, interleaved."""
+    script = args.script.resolve()
+    relative = script.relative_to(ROOT)
+    sides: dict[str, dict[str, list]] = {
+        side: {"runs": [], "results": []} for side in ("before", "after")
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-before-after-") as tmp:
+        worktree = Path(tmp) / "before"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "-q", str(worktree), args.against],
+            cwd=ROOT,
+            check=True,
+        )
+        try:
+            (worktree / relative).write_bytes(script.read_bytes())  # measured alike
+            for i in range(args.runs):
+                for side, tree in (("before", worktree), ("after", ROOT)):
+                    record, data = run_once(
+                        tree / relative,
+                        script_args,
+                        f"{side} {i + 1}/{args.runs}",
+                        Path(tmp) / f"{side}{i}",
+                        args.timeout_s,
+                        tree,
+                    )
+                    sides[side]["runs"].append(record)
+                    if data is not None:
+                        sides[side]["results"].append(data)
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False
+            )
+    if not sides["before"]["results"] or not sides["after"]["results"]:
+        print("a side wrote no result; nothing to compare", file=sys.stderr)
+        return 1
+    out = {
+        "provenance": provenance(),
+        "script": str(args.script),
+        "script_args": script_args,
+        "runs_asked": args.runs,
+        "against": args.against,
+        **{
+            side: {
+                "commits": sorted(
+                    {(r.get("provenance") or {}).get("git", {}).get("sha") for r in v["runs"]}
+                    - {None}
+                ),
+                "figures": summarize(v["results"]),
+                "runs": v["runs"],
+                "results": v["results"],
+            }
+            for side, v in sides.items()
+        },
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.before_after.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("script", type=Path, help="a bench script, e.g. bench/bench_core.py")
     parser.add_argument("--runs", type=int, default=3, help="runs (default 3)")
-    parser.add_argument("--timeout-s", type=float, default=3600,
-                        help="most seconds one run may take (default 3600)")
+    parser.add_argument(
+        "--timeout-s", type=float, default=3600, help="most seconds one run may take (default 3600)"
+    )
     parser.add_argument("--name", help="result name (default: the script's, without bench_)")
+    parser.add_argument(
+        "--against",
+        metavar="COMMIT",
+        help="interleave each run with one at COMMIT (see the module docstring)",
+    )
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])  # what follows `--` goes to the script
-    script_args = argv[cut + 1:]
+    script_args = argv[cut + 1 :]
     if args.runs < 1:
         parser.error("--runs: expected a whole number >= 1")
     name = args.name or args.script.stem.removeprefix("bench_")
-    runs, results = [], []
-    with tempfile.TemporaryDirectory(prefix="bench-repeat-") as tmp:
-        for i in range(args.runs):
-            folder = Path(tmp) / f"run{i}"
-            folder.mkdir()
-            env = dict(os.environ, **{RESULTS_ENV: str(folder)})
-            load = [round(x, 2) for x in os.getloadavg()]
-            print(f"== run {i + 1}/{args.runs}: {args.script} {' '.join(script_args)} "
-                  f"(load {load})", flush=True)
-            started = time.perf_counter()
-            try:
-                done = subprocess.run([sys.executable, str(args.script), *script_args],
-                                      env=env, timeout=args.timeout_s)
-                code = done.returncode
-            except subprocess.TimeoutExpired:
-                code = None
-            wall = time.perf_counter() - started
-            written = sorted(folder.glob("*.json"))
-            record = {"run": i + 1, "exit_code": code, "wall_s": round(wall, 1),
-                      "load_avg_before": load, "json": [p.name for p in written]}
-            if written:
-                data = json.loads(written[0].read_text())
-                record["provenance"] = data.get("provenance")
-                results.append(data)
-            else:
-                record["failed"] = "no JSON written" if code is not None else "timed out"
-            runs.append(record)
-            print(f"== run {i + 1}: exit {code}, {wall:.0f} s", flush=True)
+    if args.against:
+        return before_after(args, name, script_args)
+    runs, results = run_all(args.script.resolve(), script_args, args.runs, args.timeout_s, ROOT)
     if not results:
         print("no run wrote a result; nothing to summarize", file=sys.stderr)
         return 1
     shas = {(r.get("provenance") or {}).get("git", {}).get("sha") for r in runs}
     out = {
         "provenance": provenance(),
-        "script": str(args.script), "script_args": script_args, "runs_asked": args.runs,
-        "runs_with_results": len(results), "commits": sorted(s for s in shas if s),
+        "script": str(args.script),
+        "script_args": script_args,
+        "runs_asked": args.runs,
+        "runs_with_results": len(results),
+        "commits": sorted(s for s in shas if s),
         "figures": summarize(results),
         "runs": runs,
         "results": results,
