@@ -210,17 +210,6 @@ def model_matches(t: Table, model: ModelRef) -> ColumnElement:
     return or_(t.c.model_name == model, t.c.model_sha256.startswith(model, autoescape=True))
 
 
-def model_index(engine: Engine, tables: Tables) -> dict[str, tuple[str, ...]]:
-    """Every model name with the sha256s measured under it (one scan; reuse it)."""
-    t = tables.measurements
-    stmt = select(t.c.model_name, t.c.model_sha256).distinct()
-    out: dict[str, list[str]] = {}
-    with engine.connect() as db:
-        for name, sha in db.execute(stmt):
-            out.setdefault(name or "", []).append(sha or "")
-    return {name: tuple(sorted(shas)) for name, shas in out.items()}
-
-
 def resolve_model(index: dict[str, tuple[str, ...]], text: str) -> Optional[ModelKey]:
     """`text` as `index` knows it: a model name (its sha256s, that name), or a sha256 prefix
     (every sha256 starting with it); None when it knows neither."""
@@ -235,23 +224,149 @@ def _where(stmt: Any, conditions: list[ColumnElement]) -> Any:
     return stmt.where(and_(*conditions)) if conditions else stmt
 
 
-# -- measurements ------------------------------------------------------------------------------
+# -- the catalog: what exists, from one scan ----------------------------------------------------
 
 
-def filter_choices(engine: Engine, tables: Tables) -> dict[str, list[str]]:
-    """Distinct devices, models, runtimes (and tags) for the filter drop-downs."""
+@dataclass(frozen=True)
+class CatalogRow:
+    """One combination of device, model, runtime, options and tag that the store holds, with
+    its counts: the lists every page offers are folded from these (`catalog()`)."""
+
+    device_id: str
+    hostname: str
+    arch: str
+    model_name: str
+    model_sha256: str
+    runtime: str
+    runtime_version: str
+    options_json: str
+    tag: str
+    runs: int
+    ok_runs: int
+    last_timestamp: Optional[float]
+    last_id: int
+
+
+def catalog(engine: Engine, tables: Tables) -> tuple[CatalogRow, ...]:
+    """Every (device, model, runtime, options, tag) combination with its run counts and latest
+    row: one GROUP BY over the measurements table (a scan; the app reuses it, see
+    `views.Source.listed`)."""
     t = tables.measurements
-    out: dict[str, list[str]] = {}
-    names = ["device_id", "model_name", "runtime", "options_json"]
-    names += ["tag"] if "tag" in t.c else []
+    tag = t.c.tag if "tag" in t.c else literal(None).label("tag")
+    keys = [
+        t.c.device_id,
+        t.c.model_name,
+        t.c.model_sha256,
+        t.c.runtime,
+        t.c.runtime_version,
+        t.c.options_json,
+        tag,
+    ]
+    stmt = select(
+        *keys,
+        func.max(t.c.device_hostname),
+        func.max(t.c.device_arch),
+        func.count(),
+        func.sum(t.c.ok),
+        func.max(t.c.timestamp),
+        func.max(t.c.id),
+    ).group_by(*keys)
     with engine.connect() as db:
-        for name in names:
-            column = t.c[name]
-            rows = db.execute(
-                select(column).where(column.is_not(None)).distinct().order_by(column)
-            ).scalars()
-            out[name] = [str(v) for v in rows]
+        return tuple(
+            CatalogRow(
+                device_id=d or "",
+                model_name=m or "",
+                model_sha256=sha or "",
+                runtime=r or "",
+                runtime_version=v or "",
+                options_json=o or "",
+                tag=g or "",
+                hostname=h or "",
+                arch=a or "",
+                runs=int(n),
+                ok_runs=int(ok or 0),
+                last_timestamp=ts,
+                last_id=int(last),
+            )
+            for d, m, sha, r, v, o, g, h, a, n, ok, ts, last in db.execute(stmt)
+        )
+
+
+def filter_choices(cat: Sequence[CatalogRow]) -> dict[str, list[str]]:
+    """Distinct devices, models, runtimes, options and tags, for the filter drop-downs."""
+    names = ("device_id", "model_name", "runtime", "options_json", "tag")
+    return {n: sorted({getattr(r, n) for r in cat if getattr(r, n)}) for n in names}
+
+
+def model_index(cat: Sequence[CatalogRow]) -> dict[str, tuple[str, ...]]:
+    """Every model name with the sha256s measured under it."""
+    out: dict[str, set[str]] = {}
+    for r in cat:
+        out.setdefault(r.model_name, set()).add(r.model_sha256)
+    return {name: tuple(sorted(shas)) for name, shas in out.items()}
+
+
+@dataclass(frozen=True)
+class SeenDevice:
+    """A device as the results database knows it."""
+
+    device_id: str
+    hostname: str
+    arch: str
+    measurements: int
+    failures: int
+    last_timestamp: Optional[float]
+    runtimes: tuple[str, ...]
+    last_model: str = ""
+
+
+def seen_devices(cat: Sequence[CatalogRow]) -> list[SeenDevice]:
+    """Every device with at least one measurement: counts, runtimes seen, the latest model."""
+    by_device: dict[str, list[CatalogRow]] = {}
+    for r in cat:
+        by_device.setdefault(r.device_id, []).append(r)
+    out = []
+    for device, rows in sorted(by_device.items()):
+        latest = max(rows, key=lambda r: r.last_id)
+        stamps = [r.last_timestamp for r in rows if r.last_timestamp is not None]
+        out.append(
+            SeenDevice(
+                device_id=device,
+                hostname=max(r.hostname for r in rows),
+                arch=max(r.arch for r in rows),
+                measurements=sum(r.runs for r in rows),
+                failures=sum(r.runs - r.ok_runs for r in rows),
+                last_timestamp=max(stamps) if stamps else None,
+                runtimes=tuple(
+                    sorted({f"{r.runtime} {r.runtime_version}".strip() for r in rows if r.runtime})
+                ),
+                last_model=latest.model_name,
+            )
+        )
     return out
+
+
+def models_on(cat: Sequence[CatalogRow], device: str) -> list[tuple[str, str, int]]:
+    """(model name, sha256, successful runs) of every model measured on `device` (its id or
+    hostname)."""
+    runs: dict[tuple[str, str], int] = {}
+    for r in cat:
+        if device in (r.device_id, r.hostname) and r.ok_runs:
+            key = (r.model_name, r.model_sha256)
+            runs[key] = runs.get(key, 0) + r.ok_runs
+    return [(name, sha, n) for (name, sha), n in sorted(runs.items())]
+
+
+def top_models(cat: Sequence[CatalogRow], limit: int = 50) -> list[tuple[str, int]]:
+    """Model names by successful runs, most measured first."""
+    runs: dict[str, int] = {}
+    for r in cat:
+        if r.ok_runs and r.model_name:
+            runs[r.model_name] = runs.get(r.model_name, 0) + r.ok_runs
+    return sorted(runs.items(), key=lambda item: (-item[1], item[0]))[:limit]
+
+
+# -- measurements ------------------------------------------------------------------------------
 
 
 def count_measurements(engine: Engine, tables: Tables, flt: MeasurementFilter) -> int:
@@ -308,67 +423,6 @@ def export_rows(
 # -- devices -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SeenDevice:
-    """A device as the results database knows it."""
-
-    device_id: str
-    hostname: str
-    arch: str
-    measurements: int
-    failures: int
-    last_timestamp: Optional[float]
-    runtimes: tuple[str, ...]
-    last_model: str = ""
-
-
-def seen_devices(engine: Engine, tables: Tables) -> list[SeenDevice]:
-    """Every device with at least one measurement: counts, runtimes seen, the latest one."""
-    t = tables.measurements
-    summary = (
-        select(
-            t.c.device_id,
-            func.max(t.c.device_hostname),
-            func.max(t.c.device_arch),
-            func.count(),
-            func.sum(1 - t.c.ok),
-            func.max(t.c.timestamp),
-            func.max(t.c.id),
-        )
-        .group_by(t.c.device_id)
-        .order_by(t.c.device_id)
-    )
-    runtimes = (
-        select(t.c.device_id, t.c.runtime, t.c.runtime_version)
-        .where(t.c.runtime.is_not(None))
-        .distinct()
-    )
-    with engine.connect() as db:
-        by_device: dict[str, list[str]] = {}
-        for device, runtime, version in db.execute(runtimes):
-            by_device.setdefault(device, []).append(f"{runtime} {version or ''}".strip())
-        rows = db.execute(summary).all()
-        last_ids = [row[6] for row in rows]
-        models = (
-            dict(db.execute(select(t.c.id, t.c.model_name).where(t.c.id.in_(last_ids))).all())
-            if last_ids
-            else {}
-        )
-    return [
-        SeenDevice(
-            device_id=d,
-            hostname=h or "",
-            arch=a or "",
-            measurements=int(n),
-            failures=int(f or 0),
-            last_timestamp=ts,
-            runtimes=tuple(sorted(by_device.get(d, []))),
-            last_model=models.get(last) or "",
-        )
-        for d, h, a, n, f, ts, last in rows
-    ]
-
-
 # -- compare -----------------------------------------------------------------------------------
 
 
@@ -405,19 +459,6 @@ def latest_runs(
         for i, ts, name, sha, record in rows
     ]
     return [r for r in reversed(runs) if r.samples_ms]
-
-
-def models_on(engine: Engine, tables: Tables, device: str) -> list[tuple[str, str, int]]:
-    """(model name, sha256, successful runs) of every model measured on `device`."""
-    t = tables.measurements
-    stmt = (
-        select(t.c.model_name, t.c.model_sha256, func.count())
-        .where(or_(t.c.device_id == device, t.c.device_hostname == device), t.c.ok == 1)
-        .group_by(t.c.model_name, t.c.model_sha256)
-        .order_by(t.c.model_name)
-    )
-    with engine.connect() as db:
-        return [(name or "", sha or "", int(n)) for name, sha, n in db.execute(stmt)]
 
 
 # -- history -----------------------------------------------------------------------------------
@@ -507,20 +548,6 @@ def group_run_ids(
             if (device, str(group)) in want:
                 out.setdefault((device, str(group)), []).append(int(row_id))
     return {k: tuple(v) for k, v in out.items()}
-
-
-def top_models(engine: Engine, tables: Tables, limit: int = 50) -> list[tuple[str, int]]:
-    """Model names by number of successful runs, most measured first."""
-    t = tables.measurements
-    stmt = (
-        select(t.c.model_name, func.count().label("n"))
-        .where(t.c.ok == 1, t.c.model_name.is_not(None))
-        .group_by(t.c.model_name)
-        .order_by(func.count().desc())
-        .limit(limit)
-    )
-    with engine.connect() as db:
-        return [(name, int(n)) for name, n in db.execute(stmt)]
 
 
 # -- lineage -----------------------------------------------------------------------------------

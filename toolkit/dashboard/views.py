@@ -90,14 +90,8 @@ class Source:
                 self._refreshing.discard(key)
 
     def prime(self) -> None:
-        """Reads the lists every page uses (the first requests then find them ready)."""
-        for query in (
-            queries.filter_choices,
-            queries.model_index,
-            queries.seen_devices,
-            queries.top_models,
-        ):
-            self.listed(query)
+        """Reads the catalog every page's lists come from (the first requests find it)."""
+        self.listed(queries.catalog)
 
 
 def when(ts: Optional[float]) -> str:
@@ -129,7 +123,7 @@ def devices_page(src: Source) -> dict[str, Any]:
     from toolkit.dashboard.live import fleet_devices
 
     fleet, problems = fleet_devices()
-    seen = src.listed(queries.seen_devices)
+    seen = queries.seen_devices(src.listed(queries.catalog))
     return {"fleet": fleet, "fleet_problems": problems, "seen": seen}
 
 
@@ -138,7 +132,7 @@ def live_devices(src: Source) -> list[dict[str, Any]]:
     reported (from the results database)."""
     from toolkit.dashboard.live import check_all
 
-    seen = {d.device_id: d for d in src.listed(queries.seen_devices)}
+    seen = {d.device_id: d for d in queries.seen_devices(src.listed(queries.catalog))}
     out = []
     for state in check_all():
         row = state.to_json()
@@ -170,7 +164,7 @@ def model_ref(src: Source, text: str) -> queries.ModelRef:
     """`text` resolved against the model list reused for LISTS_TTL_S (its rows are then found
     through the store's sha256 index); `text` itself when the list does not know it (a model
     measured since, or nothing: found by a scan)."""
-    return queries.resolve_model(src.listed(queries.model_index), text) or text
+    return queries.resolve_model(queries.model_index(src.listed(queries.catalog)), text) or text
 
 
 def resolved_filter(src: Source, params: Mapping[str, str]) -> MeasurementFilter:
@@ -208,7 +202,9 @@ def measurements_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
         if groups
         else ""
     )
-    compare_models = src.listed(queries.models_on, flt.device) if flt.device else []
+    compare_models = (
+        queries.models_on(src.listed(queries.catalog), flt.device) if flt.device else []
+    )
     return {
         "filter": flt,
         "params": dict(params),
@@ -218,7 +214,8 @@ def measurements_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
         "pages": max(1, math.ceil(total / queries.PAGE_SIZE)),
         "chart": chart,
         "kind": kind,
-        "choices": src.listed(queries.filter_choices),
+        "choices": queries.filter_choices(src.listed(queries.catalog)),
+        "has_tag": "tag" in src.tables.measurements.c,
         "export_query": flt.as_params(),
         "compare_models": compare_models,
     }
@@ -242,8 +239,8 @@ def compare_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
         "result": None,
         "problem": "",
         "runs": [],
-        "devices": src.listed(queries.filter_choices)["device_id"],
-        "models": src.listed(queries.models_on, device) if device else [],
+        "devices": queries.filter_choices(src.listed(queries.catalog))["device_id"],
+        "models": queries.models_on(src.listed(queries.catalog), device) if device else [],
     }
     if not (device and a and b):
         return context
@@ -296,7 +293,7 @@ def lineage_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
             {**a, "summary": card_summary(json.loads(a["card_json"] or "{}"), a["format"] or "")}
             for a in queries.artifact_list(src.engine, src.tables)
         ]
-        context["models"] = src.listed(queries.top_models)
+        context["models"] = queries.top_models(src.listed(queries.catalog))
         return context
     node = queries.artifact(src.engine, src.tables, sha)
     chain = []
@@ -458,7 +455,7 @@ def history_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
     from toolkit.stats import Verdict
     from toolkit.stats.ab import MIN_ROUNDS
 
-    models = src.listed(queries.top_models)
+    models = queries.top_models(src.listed(queries.catalog))
     model = params.get("model", "").strip() or (models[0][0] if models else "")
     by = "tag" if params.get("by") == "tag" else "day"
     metric = "p90_ms" if params.get("metric") == "p90" else "p50_ms"
