@@ -3,7 +3,8 @@
 The agent starts one zygote when it starts (and again after a benchmark, should it have died),
 never while a benchmark runs. The zygote sets the children's limits on itself (it was started
 as the ``--run-as`` user with `ChildLimits.popen_kwargs`, so it never holds root), imports what
-every benchmark needs (the harness, numpy, protobuf, LiteRT's interpreter) and then waits. For
+every benchmark needs (the harness and worker, numpy, protobuf and its JSON, LiteRT's
+interpreter) and then waits. For
 each benchmark the agent sends it three pipe ends (the child's stdin, stdout, stderr) over a
 Unix socket; the zygote forks, and the child starts a session of its own, puts the pipes on
 fds 0-2 and runs `worker.serve_one_job` exactly as a spawned worker would (CPU limit from its
@@ -56,7 +57,7 @@ def preload() -> None:
     try:
         import numpy  # noqa: F401
 
-        from device_agent.measure import harness  # noqa: F401
+        from device_agent.measure import harness, worker  # noqa: F401 (worker: json_format)
         from device_agent.runtimes.registry import runtime_class
 
         for name in PRELOAD_RUNTIMES:
