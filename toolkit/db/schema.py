@@ -30,10 +30,11 @@ from sqlalchemy.types import TypeEngine
 
 from toolkit.measurement import COLUMNS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this code writes: Alembic revision `f"v{SCHEMA_VERSION}"` (see `revision_id`).
 v2 is the sqlite3-era results store (measurements only); v3 adds `tag`, the trial store keyed by
-run id, lineage and validation gate results. On SQLite it is mirrored into `PRAGMA user_version`,
+run id, lineage and validation gate results; v4 a covering index for the catalog of what was
+measured, and one by tag. On SQLite it is mirrored into `PRAGMA user_version`,
 which the sqlite3-era code checks, so that code refuses a database it cannot write correctly."""
 
 
@@ -67,6 +68,22 @@ def flat_type(sql_type: str) -> TypeEngine:
     return _FLAT_TYPES[sql_type]
 
 
+CATALOG_COLUMNS = (
+    "device_id",
+    "model_name",
+    "model_sha256",
+    "runtime",
+    "runtime_version",
+    "options_json",
+    "tag",
+    "device_hostname",
+    "device_arch",
+    "ok",
+    "timestamp",
+)
+"""What the catalog of measured combinations groups by and aggregates (dashboard lists): one
+covering index holds them all, so the catalog never reads a row's raw samples."""
+
 measurements = Table(
     "measurements",
     metadata,
@@ -75,6 +92,8 @@ measurements = Table(
     *(Column(c.name, flat_type(c.sql_type)) for c in COLUMNS),
     Index("by_model", "model_sha256", "device_id"),
     Index("by_run", "run_id"),
+    Index("catalog", *CATALOG_COLUMNS),
+    Index("by_tag", "tag"),
     sqlite_autoincrement=True,
 )
 """One row per measurement: provenance, every statistic, the whole record as JSON. Booleans

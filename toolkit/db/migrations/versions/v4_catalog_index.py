@@ -1,0 +1,26 @@
+"""v4: a covering index for the catalog of what was measured (device, model, runtime,
+options, tag and the aggregates the dashboard's lists read), so that listing them reads the
+index alone instead of scanning rows that carry their raw samples; and an index by tag.
+
+Revision ID: v4
+Revises: v3
+"""
+
+from alembic import op
+
+from toolkit.db.schema import CATALOG_COLUMNS
+
+revision = "v4"
+down_revision = "v3"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("catalog", "measurements", list(CATALOG_COLUMNS))
+    op.create_index("by_tag", "measurements", ["tag"])
+
+
+def downgrade() -> None:
+    op.drop_index("by_tag", table_name="measurements")
+    op.drop_index("catalog", table_name="measurements")
