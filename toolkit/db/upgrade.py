@@ -16,18 +16,18 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from importlib import resources
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from toolkit.db import schema
 from toolkit.db.engine import write
 from toolkit.errors import ResultsStoreError
+
+if TYPE_CHECKING:  # Alembic is imported only when a database needs migrating (CLI start)
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 _ADVISORY_LOCK = 0x6564_6765_6C6F_6F70 >> 1  # "edgeloop", within bigint
 _current: set[tuple[int, str]] = set()
@@ -44,6 +44,8 @@ class Revisions:
 
 def alembic_config() -> Config:
     """An Alembic configuration on the migrations shipped inside the package."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(resources.files("toolkit.db") / "migrations"))
     return config
@@ -51,6 +53,8 @@ def alembic_config() -> Config:
 
 def head_revision() -> str:
     """The revision this client writes (`schema.revision_id(SCHEMA_VERSION)`)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
@@ -65,7 +69,14 @@ def where(engine: Engine) -> str:
 def current_revision(engine: Engine) -> Optional[str]:
     """The database's Alembic revision; None for an empty (or sqlite3-era) database."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return _stored_revision(conn)
+
+
+def _stored_revision(conn: Connection) -> Optional[str]:
+    """alembic_version's one row, read with plain SQL (no Alembic import)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def ensure_current(engine: Engine) -> None:
@@ -77,7 +88,8 @@ def ensure_current(engine: Engine) -> None:
     """
     key = (id(engine), str(engine.url))
     try:
-        if key in _current and _at_head(engine):
+        if _at_head(engine, complete=key not in _current):
+            _current.add(key)
             return
     except SQLAlchemyError as exc:
         raise unusable(engine, exc) from exc
@@ -86,15 +98,20 @@ def ensure_current(engine: Engine) -> None:
         _current.add(key)
 
 
-def _at_head(engine: Engine) -> bool:
+def _at_head(engine: Engine, complete: bool) -> bool:
+    """At this client's revision (and, with `complete`, no measurement column missing)."""
     with engine.connect() as conn:
-        found = MigrationContext.configure(conn).get_current_revision()
+        found = _stored_revision(conn)
         mirrored = schema.SCHEMA_VERSION
         if conn.dialect.name == "sqlite":
             mirrored = conn.exec_driver_sql("PRAGMA user_version").scalar()
-    return found == schema.revision_id(schema.SCHEMA_VERSION) and (
-        mirrored == schema.SCHEMA_VERSION
-    )
+        at_head = found == schema.revision_id(schema.SCHEMA_VERSION) and (
+            mirrored == schema.SCHEMA_VERSION
+        )
+        if at_head and complete:
+            have = {c["name"] for c in inspect(conn).get_columns("measurements")}
+            at_head = {c.name for c in schema.measurements.columns} <= have
+    return at_head
 
 
 def upgrade(engine: Engine, revision: str = "head") -> Revisions:
@@ -103,6 +120,10 @@ def upgrade(engine: Engine, revision: str = "head") -> Revisions:
     Raises:
         ResultsStoreError: the database is at a revision this client does not know.
     """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     config = alembic_config()
     scripts = ScriptDirectory.from_config(config)
     head = scripts.get_current_head()
