@@ -338,6 +338,36 @@ class DeviceClient:
             result, self.info(), model_name=name or display, requested=options
         )
 
+    def attached_devices(self) -> list[pb.AttachedDevice]:
+        """Devices reached through this agent (DUTs on a gateway's serial ports), as its
+        GetInfo lists them now."""
+        reply = self._call("GetInfo", "GetInfo", pb.GetInfoRequest(), timeout=120)
+        return list(reply.attached)
+
+    def benchmark_target(
+        self,
+        target: str,
+        sha256: str,
+        options: BenchmarkOptions,
+        on_progress: Optional[OnProgress] = None,
+    ) -> pb.BenchmarkResult:
+        """One benchmark of the attached device `target` (the model already pushed), under the
+        same run deadline as `benchmark`. Not reattached after a lost link: the agent keeps
+        no job for a target run.
+
+        Raises:
+            AgentLostError: the link broke during the run.
+            AgentTimeoutError: no result by the run's timeout plus RUN_MARGIN_S.
+        """
+        request = pb.BenchmarkRequest(sha256=sha256, options=options.to_proto(), target=target)
+        try:
+            return self._benchmark_stream(request, _RunClock(run_budget_s(options)), on_progress)
+        except _LinkLost as lost:
+            raise AgentLostError(
+                f"device {self.name} ({self.address}): Benchmark on {target}: link lost "
+                f"({lost.exc.details()})"
+            ) from None
+
     def _benchmark_stream(
         self, request: pb.BenchmarkRequest, clock: _RunClock, on_progress: Optional[OnProgress]
     ) -> pb.BenchmarkResult:

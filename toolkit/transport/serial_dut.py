@@ -44,7 +44,6 @@ from toolkit.measurement import BenchmarkOptions, Measurement
 from toolkit.transport.model_file import file_sha256, model_format
 
 OnProgress = Callable[[pb.Progress], None]
-GATEWAY_MARGIN_S = 60.0  # a target Benchmark's gRPC deadline: its timeout plus this
 
 
 def _dut_error(name: str, exc: Exception) -> AgentError:
@@ -182,8 +181,7 @@ class GatewayTargetClient:
     """A DUT attached to a gateway's agent, reached through that agent's client.
 
     Benchmarks are sent with `target` set; the agent runs them on its serial port. (The
-    request is built here, on the DeviceClient's channel, because `DeviceClient.benchmark`
-    takes no target; it is not reattached after a lost link.)
+    agent keeps no job for a target run, so it is not reattached after a lost link.)
 
     Raises:
         AgentError: the agent lists no attached device `target`, or lists it unavailable.
@@ -193,7 +191,7 @@ class GatewayTargetClient:
         self.client, self.target = client, target
         self.address = client.address
         self.name = f"{client.name}/{target}"
-        listed = client._call("GetInfo", "GetInfo", pb.GetInfoRequest(), timeout=120).attached
+        listed = client.attached_devices()
         found = next((a for a in listed if target in (a.id, a.port)), None)
         if found is None:
             known = ", ".join(a.id for a in listed) or "none"
@@ -233,27 +231,11 @@ class GatewayTargetClient:
         on_progress: Optional[OnProgress] = None,
         name: str = "",
     ) -> Measurement:
-        import grpc
-
         options = options or BenchmarkOptions()
         options.validate()
         path = Path(model)
         sha = self.push(path)
-        request = pb.BenchmarkRequest(sha256=sha, options=options.to_proto(), target=self.target)
-        deadline = (options.timeout_seconds or 300.0) + GATEWAY_MARGIN_S
-        result: Optional[pb.BenchmarkResult] = None
-        try:
-            for event in self.client._stub.Benchmark(
-                request, timeout=deadline, metadata=self.client._metadata
-            ):
-                if event.HasField("progress") and on_progress is not None:
-                    on_progress(event.progress)
-                elif event.HasField("result"):
-                    result = event.result
-        except grpc.RpcError as exc:
-            raise self.client._error(f"Benchmark on {self.target}", exc) from None
-        if result is None:
-            raise AgentError(f"device {self.name}: Benchmark stream ended without a result")
+        result = self.client.benchmark_target(self.target, sha, options, on_progress)
         if result.runtime_version:
             self._info = replace(self._info, os=result.runtime_version)
         return Measurement.from_proto(
