@@ -227,8 +227,7 @@ def test_an_agent_lists_its_serial_duts_and_benchmarks_the_one_a_request_targets
     with emulated_dut(model) as good, emulated_dut(model, "--silent-after", "0") as silent:
         args = ("--serial-dut", f"{good}:230400", "--serial-dut", silent)
         with local_agent(cache_dir=tmp_path / "cache", extra_args=args) as client:
-            info = client._call("GetInfo", "GetInfo", pb.GetInfoRequest())
-            listed = {a.id: a for a in info.attached}
+            listed = {a.id: a for a in client.info(refresh=True).attached}
             assert set(listed) == {f"serial:{good}", f"serial:{silent}"}
             ok, mute = listed[f"serial:{good}"], listed[f"serial:{silent}"]
             assert ok.available and ok.kind == "mlperf-tiny-dut" and ok.baud == 230400
@@ -304,6 +303,10 @@ def test_edgeloop_profile_with_a_target_goes_through_the_gateways_agent(dut_mode
             row = json.loads(done.stdout)
             assert row["runtime"] == DUT_RUNTIME and row["latency"]["n"] >= 20
             assert row["host_round_trip_p50_ms"] is not None
+
+            shown = edgeloop("devices", "info", client.address, home=tmp_path)
+            assert shown.returncode == 0, shown.stderr
+            assert f"serial:{port}" in shown.stdout and "edgeloop-emulator" in shown.stdout
 
             wrong = edgeloop(
                 "profile", str(model), "--device", client.address, "--target", "serial:/dev/x",

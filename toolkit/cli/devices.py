@@ -69,6 +69,11 @@ def info(device: str, as_json: bool) -> None:
     for s in facts.sensors:
         detail = f"{s.detail} @ {s.rate_hz:g} Hz" if s.available else s.reason
         click.echo(f"  {s.name:<16} {'yes' if s.available else 'no ':<4} {detail}")
+    if facts.attached:
+        click.echo("attached (profile with --target ID)")
+    for a in facts.attached:
+        what = f"{a.name or a.kind} {a.model}".strip() if a.available else a.reason
+        click.echo(f"  {a.id:<24} {'yes' if a.available else 'no ':<4} {what} @ {a.baud} baud")
 
 
 @devices.command()

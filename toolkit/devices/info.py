@@ -28,6 +28,36 @@ class SensorOnDevice:
 
 
 @dataclass(frozen=True)
+class AttachedOnDevice:
+    """A device reached through this agent (a DUT on a gateway's serial port); benchmark it
+    with `edgeloop profile ... --target ID`."""
+
+    id: str
+    kind: str
+    port: str
+    baud: int
+    name: str = ""
+    model: str = ""
+    available: bool = False
+    reason: str = ""
+    usb_vid_pid: str = ""
+
+    @classmethod
+    def from_proto(cls, msg: pb.AttachedDevice) -> AttachedOnDevice:
+        return cls(
+            msg.id,
+            msg.kind,
+            msg.port,
+            msg.baud,
+            msg.name,
+            msg.model,
+            msg.available,
+            msg.reason,
+            msg.usb_vid_pid,
+        )
+
+
+@dataclass(frozen=True)
 class DeviceInfo:
     """Identity and capabilities of one device, as its agent reports them."""
 
@@ -49,6 +79,7 @@ class DeviceInfo:
     runtimes: tuple[RuntimeOnDevice, ...] = field(default_factory=tuple)
     sensors: tuple[SensorOnDevice, ...] = field(default_factory=tuple)
     address: str = ""
+    attached: tuple[AttachedOnDevice, ...] = field(default_factory=tuple)
 
     @classmethod
     def from_proto(cls, msg: pb.DeviceInfo, address: str = "") -> DeviceInfo:
@@ -79,6 +110,7 @@ class DeviceInfo:
                 for s in msg.sensors
             ),
             address=address,
+            attached=tuple(AttachedOnDevice.from_proto(a) for a in msg.attached),
         )
 
     def runtime(self, name: str) -> Optional[RuntimeOnDevice]:

@@ -35,7 +35,7 @@ from device_agent.protocol import PROTOCOL_VERSION
 from device_agent.protocol import edgeloop_pb2 as pb
 from device_agent.protocol import edgeloop_pb2_grpc as rpc
 from device_agent.protocol.formats import FORMAT_TO_PB
-from toolkit.devices.info import DeviceInfo
+from toolkit.devices.info import AttachedOnDevice, DeviceInfo
 from toolkit.devices.profile import TlsConfig
 from toolkit.errors import (
     ERROR_KIND_METADATA,
@@ -338,11 +338,10 @@ class DeviceClient:
             result, self.info(), model_name=name or display, requested=options
         )
 
-    def attached_devices(self) -> list[pb.AttachedDevice]:
+    def attached_devices(self) -> tuple[AttachedOnDevice, ...]:
         """Devices reached through this agent (DUTs on a gateway's serial ports), as its
         GetInfo lists them now."""
-        reply = self._call("GetInfo", "GetInfo", pb.GetInfoRequest(), timeout=120)
-        return list(reply.attached)
+        return self.info(refresh=True).attached
 
     def benchmark_target(
         self,
