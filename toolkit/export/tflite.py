@@ -83,6 +83,8 @@ def _delegable(model: nn.Module, sample: tuple) -> nn.Module:
     training = model.training
     try:
         graph = torch.export.export(model.eval(), sample).module()
+    except Exception:  # noqa: BLE001 - the converter exports too and reports its own error
+        return model
     finally:
         model.train(training)  # the caller's model keeps its mode
     return graph if zero_pad_max_pools(graph) else model
