@@ -33,9 +33,10 @@ from toolkit.measurement import COLUMNS
 SCHEMA_VERSION = 4
 """The schema this code writes: Alembic revision `f"v{SCHEMA_VERSION}"` (see `revision_id`).
 v2 is the sqlite3-era results store (measurements only); v3 adds `tag`, the trial store keyed by
-run id, lineage and validation gate results; v4 a covering index for the catalog of what was
-measured, and one by tag. On SQLite it is mirrored into `PRAGMA user_version`,
-which the sqlite3-era code checks, so that code refuses a database it cannot write correctly."""
+run id, lineage and validation gate results; v4 covering indexes for the catalog of what was
+measured and for a model's history, and one by tag. On SQLite it is mirrored into
+`PRAGMA user_version`, which the sqlite3-era code checks, so that code refuses a database it
+cannot write correctly."""
 
 
 def revision_id(version: int) -> str:
@@ -83,6 +84,17 @@ CATALOG_COLUMNS = (
 )
 """What the catalog of measured combinations groups by and aggregates (dashboard lists): one
 covering index holds them all, so the catalog never reads a row's raw samples."""
+HISTORY_COLUMNS = (
+    "model_sha256",
+    "model_name",
+    "device_id",
+    "ok",
+    "tag",
+    "timestamp",
+    "p50_ms",
+    "p90_ms",
+)
+"""What a model's history over days or tags reads (dashboard History): covered by one index."""
 
 measurements = Table(
     "measurements",
@@ -93,6 +105,7 @@ measurements = Table(
     Index("by_model", "model_sha256", "device_id"),
     Index("by_run", "run_id"),
     Index("catalog", *CATALOG_COLUMNS),
+    Index("history", *HISTORY_COLUMNS),
     Index("by_tag", "tag"),
     sqlite_autoincrement=True,
 )

@@ -1,6 +1,7 @@
-"""v4: a covering index for the catalog of what was measured (device, model, runtime,
-options, tag and the aggregates the dashboard's lists read), so that listing them reads the
-index alone instead of scanning rows that carry their raw samples; and an index by tag.
+"""v4: covering indexes for the catalog of what was measured (device, model, runtime,
+options, tag and the aggregates the dashboard's lists read) and for a model's history (p50/p90
+by device over days or tags), so that both read an index alone instead of rows that carry their
+raw samples; and an index by tag.
 
 Revision ID: v4
 Revises: v3
@@ -8,7 +9,7 @@ Revises: v3
 
 from alembic import op
 
-from toolkit.db.schema import CATALOG_COLUMNS
+from toolkit.db.schema import CATALOG_COLUMNS, HISTORY_COLUMNS
 
 revision = "v4"
 down_revision = "v3"
@@ -18,9 +19,11 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_index("catalog", "measurements", list(CATALOG_COLUMNS))
+    op.create_index("history", "measurements", list(HISTORY_COLUMNS))
     op.create_index("by_tag", "measurements", ["tag"])
 
 
 def downgrade() -> None:
     op.drop_index("by_tag", table_name="measurements")
+    op.drop_index("history", table_name="measurements")
     op.drop_index("catalog", table_name="measurements")
