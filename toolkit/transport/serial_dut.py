@@ -90,6 +90,13 @@ def _tflite_bytes(model: Union[str, Path]) -> tuple[Path, bytes]:
     return path, path.read_bytes()
 
 
+def _no_infer(name: str) -> AgentError:
+    """What either DUT client raises for Infer: the DUT protocol only benchmarks here."""
+    return AgentError(
+        f"device {name}: Infer is not available over the DUT protocol here (only benchmarks)"
+    )
+
+
 class SerialDutClient:
     """Transport `serial`: the subset of DeviceClient a DUT on this host's port supports.
 
@@ -151,10 +158,7 @@ class SerialDutClient:
         )
 
     def infer(self, *_args: Any, **_kwargs: Any) -> list:
-        raise AgentError(
-            f"device {self.name}: Infer is not available over the DUT protocol "
-            "here (only benchmarks)"
-        )
+        raise _no_infer(self.name)
 
     def close(self) -> None:
         self.session.close()
@@ -243,10 +247,7 @@ class GatewayTargetClient:
         )
 
     def infer(self, *_args: Any, **_kwargs: Any) -> list:
-        raise AgentError(
-            f"device {self.name}: Infer is not available over the DUT protocol "
-            "here (only benchmarks)"
-        )
+        raise _no_infer(self.name)
 
     def close(self) -> None:
         pass  # the agent's client is closed by whoever opened it
