@@ -41,6 +41,7 @@ def train_epochs(
     after_step: Optional[Callable[[nn.Module], None]] = None,
     seed: Optional[int] = None,
     log: Optional[Callable[[str], None]] = None,
+    device: str = "cpu",
 ) -> list[float]:
     """Trains `model` in place and returns the mean loss of each epoch.
 
@@ -57,6 +58,7 @@ def train_epochs(
         after_step: called with the model after every optimizer step (e.g. to re-apply masks).
         seed: seeds torch before training when given, for repeatable runs.
         log: receives one line per epoch.
+        device: where the model is; each batch is moved there ("cpu" by default).
 
     Returns:
         The mean training loss per epoch, in order.
@@ -81,6 +83,8 @@ def train_epochs(
         set_mode(model, True)
         total, batches = 0.0, 0
         for inputs, targets in loader:
+            if device != "cpu":
+                inputs, targets = inputs.to(device), targets.to(device)
             opt.zero_grad()
             outputs = model(inputs)
             loss = loss_fn(outputs, inputs, targets)

@@ -6,6 +6,7 @@ back after every optimizer step, so the sparsity the recipe asked for survives t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -17,6 +18,9 @@ from toolkit.compress.layers import sparsity, weighted_layers
 from toolkit.compress.params import check_known, integer, number
 from toolkit.compress.steps.prune import SPARSE_ARTIFACT
 
+TRAIN_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+"""Where `finetune` may train: the CPU or a CUDA device."""
+
 
 @dataclass
 class FinetuneParams:
@@ -25,6 +29,7 @@ class FinetuneParams:
     batch_size: int = 64
     l1: float = 0.0
     keep_zeros: Any = "auto"
+    device: str = "cpu"
 
 
 @register_step
@@ -39,6 +44,8 @@ class FinetuneStep(CompressionStep):
             (default 0, none).
         keep_zeros: `auto` (default: keep weights at zero when an unstructured prune ran
             before), `true` or `false`.
+        device: `cpu` (default), `cuda` or `cuda:N`: where to train. The model comes back on
+            the CPU. With `tune --executor ray`, a `cuda` fine-tune asks Ray for a GPU.
     """
 
     key = "finetune"
@@ -56,7 +63,11 @@ class FinetuneStep(CompressionStep):
         keep = params.get("keep_zeros", d.keep_zeros)
         if not (keep == "auto" or isinstance(keep, bool)):
             raise self.error("keep_zeros", "auto, true or false", keep)
+        device = params.get("device", d.device)
+        if not (isinstance(device, str) and TRAIN_DEVICE.fullmatch(device)):
+            raise self.error("device", "cpu, cuda or cuda:N", device)
         return FinetuneParams(
+            device=device,
             epochs=integer(self, params, "epochs", d.epochs, minimum=1),
             lr=number(self, params, "lr", d.lr),
             batch_size=integer(self, params, "batch_size", d.batch_size),
@@ -71,9 +82,11 @@ class FinetuneStep(CompressionStep):
         if ctx.data is None:
             raise self.error("epochs", "a dataset to train on", None)
         keep = bool(ctx.artifacts.get(SPARSE_ARTIFACT)) if p.keep_zeros == "auto" else p.keep_zeros
+        if p.device != "cpu" and not torch.cuda.is_available():
+            raise self.error("device", "a CUDA device on this host (torch sees none)", p.device)
         before = accuracy(model, ctx.data.test_loader())
         losses = finetune(
-            model, ctx.data, p.epochs, p.lr, p.batch_size, p.l1, keep, ctx.seed, ctx.log
+            model, ctx.data, p.epochs, p.lr, p.batch_size, p.l1, keep, ctx.seed, ctx.log, p.device
         )
         figures = {
             "epochs": p.epochs,
@@ -98,6 +111,7 @@ def finetune(
     keep_zeros: bool = False,
     seed: int = 0,
     log: Optional[Callable[[str], None]] = None,
+    device: str = "cpu",
     loss_fn: Optional[Callable[..., torch.Tensor]] = None,
     after_step: Optional[Callable[[nn.Module], None]] = None,
 ) -> list[float]:
@@ -115,30 +129,36 @@ def finetune(
         log: receives one line per epoch.
         loss_fn: `(outputs, inputs, targets) -> loss` replacing cross-entropy (distillation).
         after_step: called with the model after every optimizer step (after the zero mask).
+        device: where to train ("cpu", "cuda", "cuda:N"); the model is back on the CPU after.
     """
     from toolkit.models.train import train_epochs
 
-    weights = [m.weight for m in weighted_layers(model).values()]
-    callbacks = [c for c in (zero_keeper(model) if keep_zeros else None, after_step) if c]
+    model.to(device)  # first: the zero masks and L1 weights below are taken where it trains
+    try:
+        weights = [m.weight for m in weighted_layers(model).values()]
+        callbacks = [c for c in (zero_keeper(model) if keep_zeros else None, after_step) if c]
 
-    def after(trained: nn.Module) -> None:
-        for callback in callbacks:
-            callback(trained)
+        def after(trained: nn.Module) -> None:
+            for callback in callbacks:
+                callback(trained)
 
-    def l1_penalty(_: nn.Module) -> torch.Tensor:
-        return l1 * sum(w.abs().sum() for w in weights)
+        def l1_penalty(_: nn.Module) -> torch.Tensor:
+            return l1 * sum(w.abs().sum() for w in weights)
 
-    return train_epochs(
-        model,
-        data.train_loader(batch_size=batch_size, shuffle=True, seed=seed),
-        epochs=epochs,
-        lr=lr,
-        loss_fn=loss_fn,
-        extra_loss=l1_penalty if l1 > 0 else None,
-        after_step=after if callbacks else None,
-        seed=seed,
-        log=log,
-    )
+        return train_epochs(
+            model,
+            data.train_loader(batch_size=batch_size, shuffle=True, seed=seed),
+            epochs=epochs,
+            lr=lr,
+            loss_fn=loss_fn,
+            extra_loss=l1_penalty if l1 > 0 else None,
+            after_step=after if callbacks else None,
+            seed=seed,
+            log=log,
+            device=device,
+        )
+    finally:
+        model.to("cpu")
 
 
 def zero_keeper(model: nn.Module) -> Callable[[nn.Module], None]:
