@@ -9,6 +9,8 @@ import click
 
 
 def _select_db(_ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> None:
+    if value is None:  # SQLAlchemy is not imported at parse time unless a URL is given
+        return
     from toolkit.db.engine import select_url
 
     select_url(value)
