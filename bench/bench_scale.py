@@ -95,6 +95,20 @@ def _restore_home() -> None:
         os.environ["EDGELOOP_HOME"] = ORIGINAL_HOME
 
 
+def _ray_init(cpus: int) -> None:
+    """A private local Ray instance with `cpus` worker CPUs (small object store, no dashboard)."""
+    import ray
+
+    ray.init(
+        num_cpus=cpus,
+        namespace="edgeloop",
+        log_to_driver=False,
+        logging_level="ERROR",
+        object_store_memory=100_000_000,
+        include_dashboard=False,
+    )
+
+
 def builds_per_minute(n: int, ray_workers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     import ray
 
@@ -116,14 +130,7 @@ def builds_per_minute(n: int, ray_workers: tuple[int, ...] = (1, 2)) -> dict[str
     out["local_s"] = time.perf_counter() - started
     for workers in ray_workers:
         _fresh_home()  # empty caches here and on the workers (they inherit this home)
-        ray.init(
-            num_cpus=workers,
-            namespace="edgeloop",
-            log_to_driver=False,
-            logging_level="ERROR",
-            object_store_memory=100_000_000,
-            include_dashboard=False,
-        )
+        _ray_init(workers)
         try:
             ray_builder = RayExecutor().builder(
                 loaded.module, loaded.input_shape, data, _NoDB(), None, 0
@@ -176,14 +183,7 @@ def ray_overhead(repeats: int) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 client.benchmark(built.artifact, SHORT)
                 direct.append(time.perf_counter() - t0)
-        ray.init(
-            num_cpus=1,
-            namespace="edgeloop",
-            log_to_driver=False,
-            logging_level="ERROR",
-            object_store_memory=100_000_000,
-            include_dashboard=False,
-        )
+        _ray_init(1)
         try:
             executor = RayExecutor()
             ray_builder = executor.builder(

@@ -56,13 +56,18 @@ def open_devices(specs: Sequence[str]) -> Iterator[list[Device]]:
             profile = resolve_profile(spec)
             client = stack.enter_context(open_device(profile))
             devices.append(Device(profile.name, profile, client, client.info().device_id))
-        ids = [d.device_id for d in devices]
-        if len(set(ids)) != len(ids):
-            raise ConfigError(
-                f"--device: two devices report the same device id ({ids}); start agents with "
-                "distinct --device-id so their measurements are kept apart"
-            )
+        check_distinct_ids(devices)
         yield devices
+
+
+def check_distinct_ids(devices: Sequence[Device]) -> None:
+    """ConfigError when two devices report one device id: their measurements would mix."""
+    ids = [d.device_id for d in devices]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(
+            f"--device: two devices report the same device id ({ids}); start agents with "
+            "distinct --device-id so their measurements are kept apart"
+        )
 
 
 @dataclass

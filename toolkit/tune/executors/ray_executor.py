@@ -36,7 +36,7 @@ from toolkit.tune.executors.device_actor import (
     RayDeviceClient,
     actor_name,
 )
-from toolkit.tune.measure import Device
+from toolkit.tune.measure import Device, check_distinct_ids
 
 BUILD_RETRIES = 3  # a build whose worker died is run again this many times
 
@@ -118,12 +118,7 @@ class RayExecutor:
                 actor = actor_class.options(**options).remote(target)
                 proxy = RayDeviceClient(actor, profile.name, address, facts)
                 devices.append(Device(profile.name, profile, proxy, facts.device_id))
-            ids = [d.device_id for d in devices]
-            if len(set(ids)) != len(ids):
-                raise ConfigError(
-                    f"--device: two devices report the same device id ({ids}); "
-                    "start agents with distinct --device-id"
-                )
+            check_distinct_ids(devices)
             yield devices
 
     def builder(

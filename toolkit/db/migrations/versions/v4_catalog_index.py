@@ -9,12 +9,36 @@ Revises: v3
 
 from alembic import op
 
-from toolkit.db.schema import CATALOG_COLUMNS, HISTORY_COLUMNS
-
 revision = "v4"
 down_revision = "v3"
 branch_labels = None
 depends_on = None
+
+# As at this revision (frozen like v2's lists: a migration describes its own revision, not
+# whatever toolkit.db.schema says later).
+CATALOG_COLUMNS = (
+    "device_id",
+    "model_name",
+    "model_sha256",
+    "runtime",
+    "runtime_version",
+    "options_json",
+    "tag",
+    "device_hostname",
+    "device_arch",
+    "ok",
+    "timestamp",
+)
+HISTORY_COLUMNS = (
+    "model_sha256",
+    "model_name",
+    "device_id",
+    "ok",
+    "tag",
+    "timestamp",
+    "p50_ms",
+    "p90_ms",
+)
 
 
 def upgrade() -> None:
