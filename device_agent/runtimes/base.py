@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from importlib import metadata
 from typing import ClassVar, Optional
 
 import numpy as np
@@ -150,3 +151,12 @@ class Runtime(ABC):
     @abstractmethod
     def load(self, path: str, threads: int = 0, accelerator: str = "") -> LoadedModel:
         """Loads the model file; `threads` 0 means the runtime's default."""
+
+
+def installed_version(distribution: str) -> str:
+    """The installed version of `distribution` from its package metadata ("" when unknown),
+    read without importing it."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""

@@ -20,7 +20,6 @@ import importlib.util
 import os
 import tempfile
 from collections import OrderedDict
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from device_agent.runtimes.base import (
     Runtime,
     RuntimeStatus,
     TensorInfo,
+    installed_version,
 )
 
 # executorch ScalarType codes (executorch/schema/scalar_type.fbs) -> numpy dtype names
@@ -191,10 +191,7 @@ class ExecuTorchRuntime(Runtime):
             return RuntimeStatus(cls.name, False, reason="executorch is not installed")
         if importlib.util.find_spec("torch") is None:
             return RuntimeStatus(cls.name, False, reason="executorch needs torch (libtorch)")
-        try:
-            version = metadata.version("executorch")
-        except metadata.PackageNotFoundError:
-            version = ""
+        version = installed_version("executorch")
         return RuntimeStatus(
             cls.name, True, version=version, module="executorch", accelerators=("cpu",)
         )

@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.runtimes.base import LoadedModel, Runtime, RuntimeStatus, TensorInfo
+from device_agent.runtimes.base import (
+    LoadedModel,
+    Runtime,
+    RuntimeStatus,
+    TensorInfo,
+    installed_version,
+)
 
 DEFAULT_ARENA_BYTES = 4 * 1024 * 1024
 
@@ -70,12 +76,8 @@ class TFLMRuntime(Runtime):
             from tflite_micro.python.tflite_micro import runtime  # noqa: F401
         except Exception as exc:
             return RuntimeStatus(cls.name, False, reason=f"tflite-micro not importable ({exc})")
-        from importlib import metadata
 
-        try:
-            version = metadata.version("tflite-micro")
-        except metadata.PackageNotFoundError:
-            version = ""
+        version = installed_version("tflite-micro")
         return RuntimeStatus(
             cls.name, True, version=version, module="tflite_micro", accelerators=("cpu",)
         )

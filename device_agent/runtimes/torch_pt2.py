@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 from functools import lru_cache
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from device_agent.runtimes.base import (
     Runtime,
     RuntimeStatus,
     TensorInfo,
+    installed_version,
 )
 from device_agent.runtimes.pt2_safety import check_pt2
 
@@ -195,10 +195,7 @@ class TorchRuntime(Runtime):
         # version comes from package metadata and CUDA from a one-off child probe.
         if importlib.util.find_spec("torch") is None:
             return RuntimeStatus(cls.name, False, reason="torch is not installed")
-        try:
-            version = metadata.version("torch")
-        except metadata.PackageNotFoundError:
-            version = ""
+        version = installed_version("torch")
         return RuntimeStatus(
             cls.name, True, version=version, module="torch", accelerators=_probe_accelerators()
         )
