@@ -74,7 +74,7 @@ def test_int8_static_tflite_is_much_smaller_and_as_accurate(base):
     assert host_accuracy(paths["onnx"], data) >= float_acc - MAX_DROP_POINTS
 
 
-@pytest.mark.parametrize("observer", ["percentile", "mean-std"])
+@pytest.mark.parametrize("observer", ["percentile", "mean-std", "mse"])
 def test_int8_static_with_other_observers_per_tensor(base, observer):
     _, data, _, _, float_acc = base
     params = {"scheme": "int8-static", "observer": observer, "granularity": "per-tensor",

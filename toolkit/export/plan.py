@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 SCHEMES = ("fp16", "int8-dynamic", "int8-static", "qat", "mixed")
-OBSERVERS = ("minmax", "percentile", "mean-std")
+OBSERVERS = ("minmax", "percentile", "mean-std", "mse")
 GRANULARITIES = ("per-tensor", "per-channel")
 PRECISIONS = ("int8", "fp16", "fp32")
 FULL_INTEGER = ("int8-static", "qat", "mixed")  # int8 activations too: float ops are islands
@@ -26,7 +26,7 @@ class QuantizationPlan:
     Attributes:
         scheme: one of `SCHEMES`.
         granularity: weight scales `per-tensor` or `per-channel` (output channel).
-        observer: activation range statistic: `minmax`, `percentile` or `mean-std`.
+        observer: activation range statistic: `minmax`, `percentile`, `mean-std` or `mse`.
         percentile: the percentile (0-100) kept by the `percentile` observer. Default 99.99.
         k: the σ multiple of the `mean-std` observer (range mean ± k·σ). Default 4.
         layer_precision: module name -> `int8` | `fp16` | `fp32` (the `mixed` scheme; other
@@ -78,7 +78,8 @@ def activation_range(values: np.ndarray, observer: str, percentile: float, k: fl
     Args:
         values: every observed value of one tensor (any shape; flattened).
         observer: `minmax` (exact extremes), `percentile` (the `percentile`-th and
-            `100 - percentile`-th percentiles) or `mean-std` (mean ± k·σ, within the extremes).
+            `100 - percentile`-th percentiles), `mean-std` (mean ± k·σ, within the extremes) or
+            `mse` (`mse_range`).
         percentile: in percent, e.g. 99.99.
         k: σ multiple for `mean-std`.
 
@@ -94,4 +95,31 @@ def activation_range(values: np.ndarray, observer: str, percentile: float, k: fl
     elif observer == "mean-std":
         mean, std = float(flat.mean()), float(flat.std())
         lo, hi = max(lo, mean - k * std), min(hi, mean + k * std)
+    elif observer == "mse":
+        return mse_range(flat)
     return min(lo, 0.0), max(hi, 0.0)
+
+
+_MSE_SAMPLE = 1 << 18  # values the `mse` search scores each candidate range on
+_MSE_STEPS = 64  # candidate ranges, from the full range down to 1/8 of it
+
+
+def mse_range(flat: np.ndarray) -> tuple:
+    """The (low, high) among the full range scaled by 1 … 1/8 whose affine int8 rounding has
+    the least mean squared error on the values (a sample of them): outliers are clipped only
+    when clipping costs less than the coarser step they would force on every other value."""
+    if flat.size > _MSE_SAMPLE:
+        flat = np.random.default_rng(0).choice(flat, _MSE_SAMPLE, replace=False)
+    lo, hi = min(float(flat.min()), 0.0), max(float(flat.max()), 0.0)
+    if hi - lo <= 0.0:
+        return lo, hi
+    best, best_error = (lo, hi), np.inf
+    for fraction in np.linspace(1.0, 0.125, _MSE_STEPS):
+        a, b = lo * fraction, hi * fraction
+        scale = (b - a) / 255.0
+        zero = np.round(-a / scale)
+        q = np.clip(np.round(flat / scale) + zero, 0, 255)
+        error = float(np.mean(((q - zero) * scale - flat) ** 2))
+        if error < best_error:
+            best, best_error = (a, b), error
+    return best

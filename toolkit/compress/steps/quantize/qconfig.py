@@ -28,7 +28,7 @@ from toolkit.compress.steps.quantize.space_to_depth import space_to_depth_convs
 from toolkit.export.plan import activation_range
 from toolkit.export.tflite import zero_pad_max_pools
 
-_MAX_KEPT_VALUES = 4_000_000  # values one observer keeps for percentile / mean-std
+_MAX_KEPT_VALUES = 4_000_000  # values one observer keeps for percentile / mean-std / mse
 
 
 class RangeObserver(MinMaxObserver):

@@ -67,7 +67,8 @@ class QuantizeStep(CompressionStep):
             (int8 for most layers, the most sensitive ones kept in fp16 or fp32). Required.
         calibration: number of training samples used to calibrate activation ranges
             (int8-static, mixed). Default 512 (fewer when the training split is smaller).
-        observer: activation range statistic: `minmax`, `percentile` or `mean-std`
+        observer: activation range statistic: `minmax`, `percentile`, `mean-std` or `mse`
+            (the clip of the full range with the least int8 rounding error)
             (int8-static, mixed). Default percentile (see `DEFAULT_OBSERVER`). Weights always
             use min-max.
         percentile: percentile kept by the `percentile` observer, in (50, 100]. Default 99.99.
