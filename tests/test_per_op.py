@@ -5,12 +5,10 @@ the table reaches `edgeloop profile --per-op`, the results JSON, and `sensitivit
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.ab_models import edgeloop
 from tests.model_files import INPUT_SHAPE
 from toolkit.measurement import BenchmarkOptions
 from toolkit.op_costs import layer_costs, layer_of, ops_lines
@@ -96,27 +94,14 @@ def test_the_text_table_lists_the_costliest_ops_first_and_the_note(agent, files)
     assert times == sorted(times, reverse=True)
 
 
-def _edgeloop(*args: str, home) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EDGELOOP_HOME": str(home)}
-    done = subprocess.run(
-        [sys.executable, "-m", "toolkit.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return done
-
-
 def test_profile_per_op_shows_the_table_and_stores_it_with_the_measurement(files, tmp_path):
     home = tmp_path / "home"
     quick = ("--runs", "20", "--min-seconds", "0.1", "--per-op")
-    text = _edgeloop("profile", str(files["pt2"]), *quick, home=home).stdout
+    text = edgeloop("profile", str(files["pt2"]), *quick, home=home).stdout
     assert "p50" in text and "per-op" in text and "torch-profiler" in text
     assert "by layer:" in text
     record = json.loads(
-        _edgeloop("profile", str(files["onnx"]), *quick, "--json", home=home).stdout
+        edgeloop("profile", str(files["onnx"]), *quick, "--json", home=home).stdout
     )
     assert record["ok"] and record["ops_source"] == "onnxruntime-profiler"
     assert record["ops"] and set(record["ops"][0]) == {
@@ -126,7 +111,7 @@ def test_profile_per_op_shows_the_table_and_stores_it_with_the_measurement(files
         "mean_ms",
         "share",
     }
-    stored = json.loads(_edgeloop("results", "--format", "json", home=home).stdout)
+    stored = json.loads(edgeloop("results", "--format", "json", home=home).stdout)
     assert stored  # both profiles stored; the JSON record keeps the ops (Measurement.from_json)
 
 
