@@ -17,13 +17,18 @@ a fresh EDGELOOP_HOME whose long-lived local agent the first CLI call starts.
   measurement); wall minus the timed window alone is reported beside it;
 - push: MB/s of a 64 MiB model over loopback vs a raw TCP copy to disk, both fsync'd, in
   5 interleaved rounds, the median of the rounds' ratios (target: >= 70%), and the time
-  of a second push of the same model (target: <= 20 ms).
+  of a second push of the same model (target: <= 20 ms); for reference, the push against
+  a raw TCP copy whose receiver also sha256s the bytes (the check no push may skip);
+- link (needs root; skipped with the reason otherwise): the same 64 MiB push and raw copy
+  over a veth pair limited to 1 Gbit/s each way, the agent in its own network namespace
+  with TLS and a token (bench/push_link.py), for reference.
 
 Prints a table with met/missed per target and writes bench/results/core.json.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -38,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_table, write_results  # noqa: E402
+from bench.push_link import LINK_RATE  # noqa: E402
 
 THREADS = 1
 TARGETS = {  # figure -> (bound, "within" | "max" | "min")
@@ -249,7 +255,9 @@ def _window_s(data: dict) -> float:
     raise KeyError(f"no timed_window_s in edgeloop profile --json output: {sorted(data)}")
 
 
-def raw_tcp_mb_s(data_path: Path, dest: Path) -> float:
+def raw_tcp_mb_s(data_path: Path, dest: Path, verify: bool = False) -> float:
+    """MB/s of a raw TCP copy of `data_path` (sendfile) into `dest`, written and fsync'd;
+    with `verify`, the receiver also sha256s what it receives, as the agent must."""
     size = data_path.stat().st_size
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -257,12 +265,15 @@ def raw_tcp_mb_s(data_path: Path, dest: Path) -> float:
 
     def receive() -> None:
         conn, _ = server.accept()
+        digest = hashlib.sha256()
         with conn, open(dest, "wb") as f:
             got = 0
             while got < size:
                 chunk = conn.recv(1 << 20)
                 if not chunk:
                     break
+                if verify:
+                    digest.update(chunk)
                 f.write(chunk)
                 got += len(chunk)
             f.flush()
@@ -291,9 +302,10 @@ def push(client, folder: Path, rounds: int = 5) -> dict:
     from toolkit.transport.model_file import file_sha256
 
     sha = file_sha256(path)
-    raws, rates, ratios, host_cpu = [], [], [], []
+    raws, hashed, rates, ratios, host_cpu = [], [], [], [], []
     for _ in range(rounds):
         raw = raw_tcp_mb_s(path, folder / "copy.bin")
+        hashed.append(raw_tcp_mb_s(path, folder / "copy.bin", verify=True))
         client.delete_model(sha)
         t0, c0 = time.perf_counter(), time.process_time()
         client.push(path)
@@ -313,6 +325,10 @@ def push(client, folder: Path, rounds: int = 5) -> dict:
         "raw_tcp_mb_s": statistics.median(raws),
         "ratio": statistics.median(ratios),
         "ratio_all": ratios,
+        # reference: a raw TCP copy whose receiver also sha256s the bytes (the check a push
+        # cannot skip), and the push's MB/s against it
+        "raw_tcp_sha256_mb_s": statistics.median(hashed),
+        "ratio_to_raw_tcp_sha256": statistics.median(rates) / statistics.median(hashed),
         "rounds": rounds,
         "second_push_ms": statistics.median(again),
         # CPU time of this process (the client; the agent is another process) per push
@@ -320,7 +336,22 @@ def push(client, folder: Path, rounds: int = 5) -> dict:
     }
 
 
-PARTS = ("fidelity", "overhead", "push", "cli")
+def push_link_part(folder: Path) -> dict:
+    """The 64 MiB push over a rate-limited link (bench/push_link.py), or why it was skipped."""
+    from bench.push_link import push_over_link, skip_reason
+
+    nan = float("nan")
+    reason = skip_reason()
+    if reason:
+        return {"push_mb_s": nan, "raw_tcp_mb_s": nan, "ratio": nan, "skipped": reason}
+    path = folder / "link.onnx"
+    with open(path, "wb") as f:
+        f.write(b"\x08")
+        f.write(os.urandom(64 * 2**20 - 1))
+    return push_over_link(path, folder)
+
+
+PARTS = ("fidelity", "overhead", "push", "cli", "link")
 
 
 def parse_args(argv: list[str] | None = None):
@@ -355,7 +386,15 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_vs_litert_tool": None,
     }
     over = {"overhead_ms_median": None}
-    pushed = {"push_mb_s": nan, "raw_tcp_mb_s": nan, "ratio": None, "second_push_ms": None}
+    pushed = {
+        "push_mb_s": nan,
+        "raw_tcp_mb_s": nan,
+        "ratio": None,
+        "second_push_ms": None,
+        "raw_tcp_sha256_mb_s": nan,
+        "ratio_to_raw_tcp_sha256": nan,
+    }
+    linked = {"push_mb_s": nan, "raw_tcp_mb_s": nan, "ratio": nan, "skipped": "not asked"}
     cli = {
         "cli_overhead_ms_median": None,
         "cli_host_ms_median": None,
@@ -374,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                     pushed = push(client, folder)
         if "cli" in parts:
             cli = cli_overhead(small, folder / "home")
+        if "link" in parts:
+            linked = push_link_part(folder)
     tool_pct = ((fid["ratio_vs_litert_tool"] or nan) - 1) * 100
     figures = {
         "fidelity_pct": (fid["ratio"] - 1) * 100 if "fidelity" in parts else None,
@@ -430,6 +471,18 @@ def main(argv: list[str] | None = None) -> int:
             verdict("push_ratio"),
         ),
         (
+            "  reference: push / raw TCP that also sha256s what it receives",
+            f"{pushed['push_mb_s']:.0f} / {pushed['raw_tcp_sha256_mb_s']:.0f} MB/s",
+            f"{pushed['ratio_to_raw_tcp_sha256']:.0%}",
+            "(reference)",
+        ),
+        (
+            f"push 64 MiB over a {LINK_RATE} link (TLS + token): gRPC / raw TCP",
+            f"{linked['push_mb_s']:.0f} / {linked['raw_tcp_mb_s']:.0f} MB/s",
+            f"{linked['ratio']:.0%}",
+            f"(reference) {linked['skipped']}" if linked.get("skipped") else "(reference)",
+        ),
+        (
             "second push of the same model",
             f"{pushed['second_push_ms'] or nan:.1f} ms",
             "",
@@ -447,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             "overhead": over,
             "cli_overhead": cli,
             "push": pushed,
+            "push_link": linked,
             "parts": parts,
         },
     )

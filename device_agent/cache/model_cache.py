@@ -315,7 +315,7 @@ class PushWriter:
         self._out: Optional[object] = os.fdopen(fd, "wb", buffering=0)
         self._done = False
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         """Appends a chunk; BadDigestError past the announced size."""
         with self._lock:
             if self._out is None:

@@ -17,7 +17,6 @@ import grpc
 from device_agent.cache.model_cache import ModelCache
 from device_agent.measure.limits import DEFAULT_OPEN_FILES, ChildLimits
 from device_agent.measure.limits import configure as configure_child_limits
-from device_agent.protocol import edgeloop_pb2_grpc as rpc
 from device_agent.server.auth import (  # noqa: F401  (re-exported: the CLI catches them)
     TOKEN_ENV,
     AuthConfigError,
@@ -27,6 +26,8 @@ from device_agent.server.auth import (  # noqa: F401  (re-exported: the CLI catc
     is_loopback,
     load_token,
 )
+from device_agent.server.handlers import add_agent_service
+from device_agent.server.heap import keep_freed_buffers
 from device_agent.server.idle import ActivityInterceptor, stop_when_idle
 from device_agent.server.service import MAX_PUSHES, PUSH_IDLE_S, DeviceAgentService
 
@@ -92,6 +93,7 @@ async def build_server(config: ServeConfig) -> tuple[grpc.aio.Server, int, Devic
         quota_bytes=config.quota_mb * 2**20,
     )
     cache.remove_orphans()
+    keep_freed_buffers()  # pushes reuse their message buffers' pages (glibc only)
     if config.serial_duts:
         from device_agent.serial_dut import attached
 
@@ -120,7 +122,7 @@ async def build_server(config: ServeConfig) -> tuple[grpc.aio.Server, int, Devic
             *KEEPALIVE_OPTIONS,
         ],
     )
-    rpc.add_DeviceAgentServicer_to_server(service, server)
+    add_agent_service(service, server)
     address = f"{config.host}:{config.port}"
     if secure:
         root = Path(config.client_ca).read_bytes() if config.client_ca else None

@@ -31,6 +31,7 @@ from device_agent.measure.runner import benchmark_in_child
 from device_agent.protocol import ERROR_KIND_METADATA
 from device_agent.protocol import edgeloop_pb2 as pb
 from device_agent.protocol import edgeloop_pb2_grpc as rpc
+from device_agent.protocol.chunks import ChunkParseError
 from device_agent.protocol.formats import FORMAT_TO_PB, PB_TO_FORMAT
 from device_agent.protocol.tensors import array_to_tensor, tensor_to_array
 from device_agent.server.infer_pool import KEEP_LOADED, InferFailure, InferPool
@@ -63,6 +64,7 @@ PUSH_FAILURES: dict[type, grpc.StatusCode] = {  # a subclass maps as its nearest
     TooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     BadDigestError: grpc.StatusCode.DATA_LOSS,
     CacheError: grpc.StatusCode.INVALID_ARGUMENT,
+    ChunkParseError: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 

@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from device_agent.protocol import edgeloop_pb2 as pb
+from device_agent.server.handlers import SERVICE
 from tests.faults.agent_helpers import chunk_stream, fake_tflite, insecure_stub, push, sha
 from toolkit.transport.local import AgentProcess
 
@@ -18,7 +19,7 @@ def served(tmp_path_factory):
     cache = tmp_path_factory.mktemp("bad-push-cache")
     agent = AgentProcess(cache, ("--max-model-mb", "1"))
     channel, stub = insecure_stub(agent)
-    yield cache, stub
+    yield cache, stub, channel
     channel.close()
     agent.stop()
 
@@ -50,7 +51,7 @@ def test_a_bad_push_is_refused_with_its_status_and_leaves_nothing(served, case, 
     """Guards the push checks (hash, announced size both ways, size limit before any data is
     written, digest syntax): each is refused with its status and its reason, and neither an
     entry nor a temporary file remains."""
-    cache, stub = served
+    cache, stub, _ = served
     data = fake_tflite(4000, seed=len(case))
     digest = sha(data)
     first = {}
@@ -73,9 +74,27 @@ def test_a_bad_push_is_refused_with_its_status_and_leaves_nothing(served, case, 
         _nothing_left(cache, stub, digest)
 
 
+@pytest.mark.parametrize("raw", [b"\xff\xff\xff", b"\x2a\x05ab", b"\x0b"])
+def test_a_malformed_chunk_is_refused_as_an_invalid_argument_and_leaves_nothing(served, raw):
+    """Bytes that are no ModelChunk: refused with INVALID_ARGUMENT (not UNKNOWN), no temporary
+    file, and the agent goes on serving."""
+    cache, stub, channel = served
+    send = channel.stream_unary(
+        f"/{SERVICE}/PushModel",
+        request_serializer=lambda b: b,
+        response_deserializer=pb.PushModelReply.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        send(iter([raw]), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed ModelChunk" in caught.value.details()
+    assert not list((cache / "tmp").iterdir())
+    assert stub.Health(pb.HealthRequest(), timeout=5) is not None
+
+
 def test_an_empty_push_is_refused(served):
     """Guards the first-chunk read: a push with no chunk at all is INVALID_ARGUMENT."""
-    _, stub = served
+    _, stub, _ = served
     error = _refused(stub, iter(()))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "empty push" in error.details()
 
@@ -95,7 +114,7 @@ def test_a_model_name_is_display_text_never_a_path(served, name, tmp_path):
     """Guards name handling: a traversal, NUL, terminal escape or bidi override in a name
     is stored as harmless display text (control and format characters removed, at most
     200 characters); the file lives under its sha256 and nowhere else."""
-    cache, stub = served
+    cache, stub, _ = served
     data = fake_tflite(3000, seed=hash(name) % 1000)
     reply = push(stub, data, name)
     assert reply.sha256 == sha(data)
