@@ -38,6 +38,7 @@ from device_agent.server.infer_pool import KEEP_LOADED, InferFailure, InferPool
 from device_agent.server.info import build_device_info
 from device_agent.server.jobs import Job, JobIdError, JobTable, check_job_id
 from device_agent.server.queue import BenchmarkQueue
+from device_agent.server.write_lane import WriteLane
 
 INFER_FAILURES: dict[str, tuple[grpc.StatusCode, int]] = {  # InferFailure.kind -> status, kind
     "unknown_runtime": (grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_KIND_UNKNOWN_RUNTIME),
@@ -102,7 +103,6 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
         self.infer_pool = InferPool()
         self._pushes = 0
         self._control = ThreadPoolExecutor(max_workers=2, thread_name_prefix="control")
-        self._io = ThreadPoolExecutor(max_workers=max_pushes, thread_name_prefix="push")
         self._infer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="infer")
         # Mirrors the Infer worker's LRU of loaded (sha, runtime, threads): each entry pins its
         # model, so a model the worker holds loaded is not evicted under it.
@@ -171,27 +171,19 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
         held = self.cache.get(sha)
         if held is not None and self.cache.path_of(sha) is not None:
             return pb.PushModelReply(sha256=sha, size_bytes=held.size_bytes, already_present=True)
-        loop = asyncio.get_running_loop()
         writer: PushWriter = self.cache.begin_push(
             sha, first.name, first.size_bytes, PB_TO_FORMAT.get(first.format, "")
         )
-        writing: Optional[asyncio.Future] = None  # one chunk hashed and written at a time,
-        try:  # while the next one is received
+        lane = WriteLane(writer)
+        try:
             chunk = first
             while chunk is not None:
                 if chunk.data:
-                    if writing is not None:
-                        await writing
-                    writing = loop.run_in_executor(self._io, writer.write, chunk.data)
+                    await lane.write(chunk.data)
                 chunk = await self._next_chunk(chunks)
-            if writing is not None:
-                await writing
-            entry = await loop.run_in_executor(self._io, writer.commit)
+            entry = await lane.commit()
         finally:
-            if writing is not None and not writing.done():
-                await asyncio.wait([writing])  # abort() must not race the last write
-            if writing is not None and writing.done() and not writing.cancelled():
-                writing.exception()  # retrieved: the failure that matters is already raised
+            await lane.close()
             writer.abort()
         return pb.PushModelReply(sha256=sha, size_bytes=entry.size_bytes, already_present=False)
 
@@ -404,5 +396,5 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
         self.bench_queue.close()
         self.infer_pool.close()
         close_spare_worker()
-        for pool in (self._control, self._io, self._infer):
+        for pool in (self._control, self._infer):
             pool.shutdown(wait=False, cancel_futures=True)
