@@ -1,5 +1,6 @@
 """The agent's write lane: chunks land in order under their digest, the lane never holds
-more than it may, a failed write ends the push, and the agent's heap setting takes."""
+more than it may, a failed write ends the push, the agent's heap setting takes, and early
+writeback starts without changing what is stored."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 
 import pytest
 
+from device_agent.cache import writeback
 from device_agent.cache.model_cache import BadDigestError, ModelCache
 from device_agent.server.heap import keep_freed_buffers
 from device_agent.server.write_lane import WriteLane
@@ -90,3 +92,27 @@ def test_a_write_that_fails_ends_the_push_and_leaves_no_file(tmp_path):
 )
 def test_the_agents_heap_setting_takes_on_glibc():
     assert keep_freed_buffers() is True
+
+
+@pytest.mark.skipif(not writeback.AVAILABLE, reason="sync_file_range is Linux's")
+def test_early_writeback_starts_on_a_real_file_and_refuses_a_closed_one(tmp_path):
+    path = tmp_path / "f.bin"
+    with open(path, "wb", buffering=0) as f:
+        f.write(os.urandom(1 << 20))
+        assert writeback.start_writeback(f.fileno(), 0, 1 << 20) is True
+        fd = f.fileno()
+    assert writeback.start_writeback(fd, 0, 1 << 20) is False  # closed: EBADF, not a crash
+
+
+def test_a_push_longer_than_the_writeback_step_is_stored_byte_for_byte(tmp_path):
+    cache = ModelCache(tmp_path)
+    data = b"\x08" + os.urandom(writeback.EVERY_BYTES * 2 + 12345)
+    sha = hashlib.sha256(data).hexdigest()
+    writer = cache.begin_push(sha, "m.onnx", len(data), "onnx")
+    try:
+        for i in range(0, len(data), 1 << 20):
+            writer.write(memoryview(data)[i : i + (1 << 20)])
+        writer.commit()
+    finally:
+        writer.abort()
+    assert (tmp_path / "models" / sha).read_bytes() == data

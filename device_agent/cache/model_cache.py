@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+from device_agent.cache import writeback
 from device_agent.protocol.formats import FORMAT_TO_PB, detect_format
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -308,6 +309,7 @@ class PushWriter:
         self._fmt = fmt
         self._digest = hashlib.sha256()
         self._received = 0
+        self._written_back = 0  # bytes whose writeback to disk has been started
         self._head = b""
         self._lock = threading.Lock()
         fd, self._tmp = tempfile.mkstemp(dir=cache.tmp_dir, prefix=TMP_PREFIX)
@@ -316,7 +318,8 @@ class PushWriter:
         self._done = False
 
     def write(self, chunk: bytes | memoryview) -> None:
-        """Appends a chunk; BadDigestError past the announced size."""
+        """Appends a chunk, starting the disk's writeback of each EVERY_BYTES written (see
+        `writeback`); BadDigestError past the announced size."""
         with self._lock:
             if self._out is None:
                 raise CacheError("push already ended")
@@ -329,6 +332,11 @@ class PushWriter:
             view = memoryview(chunk)
             while view:
                 view = view[self._out.write(view) :]
+            if self._received - self._written_back >= writeback.EVERY_BYTES:
+                writeback.start_writeback(
+                    self._out.fileno(), self._written_back, self._received - self._written_back
+                )
+                self._written_back = self._received
 
     def commit(self) -> CachedModel:
         """Verifies size, digest and format, then moves the model into place (evicting

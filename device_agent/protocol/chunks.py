@@ -22,9 +22,10 @@ DATA_TAG = bytes([(_DATA_FIELD << 3) | _LENGTH_DELIMITED])
 
 @dataclass(frozen=True)
 class OutgoingChunk:
-    """One ModelChunk to send: every field but `data` in `header`, the data as raw bytes."""
+    """One ModelChunk to send: every field but `data` in `header`, the data as raw bytes
+    (or a view of a buffer the sender reuses once this chunk is serialized)."""
 
-    data: bytes
+    data: bytes | memoryview
     header: pb.ModelChunk = field(default_factory=pb.ModelChunk)
 
 

@@ -265,10 +265,11 @@ class DeviceClient:
         size = path.stat().st_size
 
         def chunks() -> Iterator[OutgoingChunk]:
-            with path.open("rb") as f:
+            buffer = memoryview(bytearray(CHUNK_BYTES))  # reused: no fresh pages per chunk
+            with path.open("rb", buffering=0) as f:
                 first = True
                 while True:
-                    data = f.read(CHUNK_BYTES)
+                    data = buffer[: f.readinto(buffer)]
                     if first:
                         header = pb.ModelChunk(
                             sha256=sha, name=name or path.name, size_bytes=size,
