@@ -325,6 +325,8 @@ def push(client, folder: Path, rounds: int = 5) -> dict:
         "raw_tcp_mb_s": statistics.median(raws),
         "ratio": statistics.median(ratios),
         "ratio_all": ratios,
+        "push_mb_s_all": rates,
+        "raw_tcp_mb_s_all": raws,
         # reference: a raw TCP copy whose receiver also sha256s the bytes (the check a push
         # cannot skip), and the push's MB/s against it
         "raw_tcp_sha256_mb_s": statistics.median(hashed),
