@@ -99,7 +99,7 @@ def test_the_parsed_data_is_a_view_of_the_received_bytes_not_a_copy():
         (b"\x2a\x05ab", "past the end"),
         (b"\x28\x05", "not length-delimited"),  # data (field 5) sent as a varint
         (b"\x0b", "wire type 3"),  # a group start
-        (b"\x00\x01", "past the end"),  # field number 0
+        (b"\x00\x01", "field number 0"),
         (b"\x0a\x02\xff\xfe", "malformed ModelChunk"),  # sha256 not valid UTF-8
     ],
 )

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from device_agent.protocol import edgeloop_pb2 as pb
+from device_agent.protocol import wire
 
 _DATA_FIELD = pb.ModelChunk.DESCRIPTOR.fields_by_name["data"].number
-_LENGTH_DELIMITED = 2  # protobuf wire type of bytes fields
-DATA_TAG = bytes([(_DATA_FIELD << 3) | _LENGTH_DELIMITED])
+DATA_TAG = bytes([(_DATA_FIELD << 3) | wire.LENGTH_DELIMITED])
 
 
 @dataclass(frozen=True)
@@ -65,22 +65,6 @@ class ChunkParseError(ValueError):
     """The bytes are not a well-formed ModelChunk."""
 
 
-def _read_varint(raw: memoryview, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(raw) or shift > 63:
-            raise ChunkParseError("malformed ModelChunk: truncated or overlong varint")
-        byte = raw[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
-_FIXED_WIDTH = {1: 8, 5: 4}  # wire types 1 (64-bit) and 5 (32-bit)
-
-
 def parse_chunk(raw: bytes) -> IncomingChunk:
     """A ModelChunk's wire bytes as an IncomingChunk, without copying `data`: the other fields
     are parsed by the generated code (which skips unknown fields), and the last `data` field
@@ -88,36 +72,20 @@ def parse_chunk(raw: bytes) -> IncomingChunk:
     view = memoryview(raw)
     data = view[0:0]
     header = bytearray()
-    pos = 0
-    while pos < len(view):
-        start = pos
-        key, pos = _read_varint(view, pos)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == _LENGTH_DELIMITED:
-            length, pos = _read_varint(view, pos)
-            end = pos + length
-        elif wire_type == 0:
-            _, end = _read_varint(view, pos)
-        elif wire_type in _FIXED_WIDTH:
-            end = pos + _FIXED_WIDTH[wire_type]
-        else:
-            raise ChunkParseError(
-                f"malformed ModelChunk: unsupported wire type {wire_type} in field {number}"
-            )
-        if end > len(view) or number == 0:
-            raise ChunkParseError("malformed ModelChunk: a field runs past the end of the message")
-        if number == _DATA_FIELD:
-            if wire_type != _LENGTH_DELIMITED:
+    try:
+        for field_ in wire.fields(view):
+            if field_.number != _DATA_FIELD:
+                header += view[field_.start : field_.end]
+            elif field_.wire_type == wire.LENGTH_DELIMITED:
+                data = field_.value
+            else:
                 raise ChunkParseError(
                     "malformed ModelChunk: its data field is not length-delimited"
                 )
-            data = view[pos:end]
-        else:
-            header += view[start:end]
-        pos = end
-    try:
         head = pb.ModelChunk.FromString(bytes(header))
-    except Exception as exc:  # protobuf's DecodeError, whatever the backend
+    except ChunkParseError:
+        raise
+    except Exception as exc:  # WireFormatError, or protobuf's DecodeError (any backend)
         raise ChunkParseError(f"malformed ModelChunk: {exc}") from None
     return IncomingChunk(
         data=data,

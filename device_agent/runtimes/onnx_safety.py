@@ -7,14 +7,14 @@ send it back through Infer. Models pushed to the agent must be self-contained, s
 tensor is refused, wherever it is: graph initializers, sparse initializers, node attributes,
 subgraphs (If/Loop/Scan bodies), functions and training graphs.
 
-A minimal protobuf reader (no `onnx` import: the agent installs without it) walks only the
-message fields that can hold tensors, using field numbers from onnx.proto (IR version 10).
+A minimal protobuf reader (`device_agent/protocol/wire.py`; no `onnx` import: the agent
+installs without it) walks only the message fields that can hold tensors, using field numbers
+from onnx.proto (IR version 10).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
+from device_agent.protocol.wire import LENGTH_DELIMITED, WireFormatError, fields
 from device_agent.runtimes.base import UnsafeModelError
 
 __all__ = ["UnsafeModelError", "check_onnx"]
@@ -36,10 +36,6 @@ _EXTERNAL = 1
 _MAX_DEPTH = 64
 
 
-class _Malformed(ValueError):
-    pass
-
-
 def check_onnx(path: str) -> None:
     """Raises UnsafeModelError when the model at `path` has a tensor stored as external data.
 
@@ -52,7 +48,7 @@ def check_onnx(path: str) -> None:
         data = f.read()
     try:
         _walk(memoryview(data), "Model", 0)
-    except _Malformed as exc:
+    except WireFormatError as exc:
         raise ValueError(f"not an ONNX model (protobuf unreadable: {exc})") from None
 
 
@@ -61,7 +57,7 @@ def _walk(buf: memoryview, kind: str, depth: int) -> None:
         raise UnsafeModelError(f"model nests messages deeper than {_MAX_DEPTH} levels")
     children = _CHILDREN[kind]
     name, location, external = "", "", False
-    for number, wire, value in _fields(buf):
+    for number, wire, value, _, _ in fields(buf):
         if kind == "Tensor":
             if number == _TENSOR_NAME and wire == 2:
                 name = bytes(value).decode("utf-8", "replace")
@@ -82,39 +78,5 @@ def _walk(buf: memoryview, kind: str, depth: int) -> None:
 
 def _entry_value(buf: memoryview, key: bytes) -> str:
     """The value of a StringStringEntryProto (key=1, value=2) when its key matches."""
-    fields = {n: bytes(v) for n, w, v in _fields(buf) if w == 2}
-    return fields.get(2, b"").decode("utf-8", "replace") if fields.get(1) == key else ""
-
-
-def _fields(buf: memoryview) -> Iterator[tuple[int, int, object]]:
-    pos, end = 0, len(buf)
-    while pos < end:
-        tag, pos = _varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 1:
-            value, pos = None, pos + 8
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            value, pos = buf[pos : pos + size], pos + size
-        elif wire == 5:
-            value, pos = None, pos + 4
-        else:
-            raise _Malformed(f"wire type {wire}")
-        if pos > end or number == 0:
-            raise _Malformed("truncated")
-        yield number, wire, value
-
-
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    result, shift = 0, 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise _Malformed("bad varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
+    found = {f.number: bytes(f.value) for f in fields(buf) if f.wire_type == LENGTH_DELIMITED}
+    return found.get(2, b"").decode("utf-8", "replace") if found.get(1) == key else ""
