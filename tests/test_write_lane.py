@@ -20,6 +20,24 @@ from device_agent.server.heap import keep_freed_buffers
 from device_agent.server.write_lane import WriteLane
 
 
+def _run(coroutine) -> None:
+    """asyncio.run in a thread of its own: the browser tests' sync API leaves a loop marked
+    running on the main thread of the test process."""
+    failure: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            asyncio.run(coroutine)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
 def _chunks(total: int, seed: int) -> list[bytes]:
     rng = random.Random(seed)
     data = b"\x08" + os.urandom(total - 1)  # an ONNX-looking first byte
@@ -59,7 +77,7 @@ def test_chunks_are_written_in_order_and_the_lane_stays_within_its_bytes(tmp_pat
             await lane.close()
             writer.abort()
 
-    asyncio.run(push())
+    _run(push())
     assert (tmp_path / "models" / sha).read_bytes() == whole
     biggest = max(len(p) for p in parts)
     assert most[0] <= ahead + 2 * biggest  # queued + the one being written + the newest
@@ -81,7 +99,7 @@ def test_a_write_that_fails_ends_the_push_and_leaves_no_file(tmp_path):
             writer.abort()
 
     with pytest.raises(BadDigestError, match="more than the announced 1000 bytes"):
-        asyncio.run(push())
+        _run(push())
     assert not list((tmp_path / "tmp").iterdir())
     assert not list((tmp_path / "models").iterdir())
 
