@@ -162,6 +162,8 @@ def fidelity(client, path: Path) -> dict:
         "ratio": a / b,
         "litert_tool_p50_ms": tool,
         "ratio_vs_litert_tool": (a / tool) if tool else None,
+        "agent_p50_ms_all": agent,
+        "in_process_p50_ms_all": local,
         "rounds": rounds,
         "runs": runs,
     }
