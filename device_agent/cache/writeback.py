@@ -10,7 +10,6 @@ final fsync has little left to do. The call only starts I/O; durability is still
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 from typing import Callable, Optional
 
@@ -23,11 +22,8 @@ _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>
 def _load() -> Optional[Callable[[int, int, int, int], int]]:
     if not sys.platform.startswith("linux"):
         return None
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        call = ctypes.CDLL(name, use_errno=True).sync_file_range
+    try:  # this process's own symbols (no `ldconfig` run, as ctypes.util.find_library does)
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
     except AttributeError:  # a C library without it
         return None
     call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from google.protobuf.message import DecodeError
+
 from device_agent.protocol import edgeloop_pb2 as pb
 from device_agent.protocol import wire
 
@@ -76,16 +78,12 @@ def parse_chunk(raw: bytes) -> IncomingChunk:
         for field_ in wire.fields(view):
             if field_.number != _DATA_FIELD:
                 header += view[field_.start : field_.end]
-            elif field_.wire_type == wire.LENGTH_DELIMITED:
-                data = field_.value
+            elif field_.wire_type != wire.LENGTH_DELIMITED:
+                raise wire.WireFormatError("its data field is not length-delimited")
             else:
-                raise ChunkParseError(
-                    "malformed ModelChunk: its data field is not length-delimited"
-                )
+                data = field_.value
         head = pb.ModelChunk.FromString(bytes(header))
-    except ChunkParseError:
-        raise
-    except Exception as exc:  # WireFormatError, or protobuf's DecodeError (any backend)
+    except (wire.WireFormatError, DecodeError) as exc:
         raise ChunkParseError(f"malformed ModelChunk: {exc}") from None
     return IncomingChunk(
         data=data,

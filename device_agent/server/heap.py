@@ -12,7 +12,6 @@ which does not call this) and keep glibc's defaults.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import platform
 
 MMAP_THRESHOLD_BYTES = 4 << 20  # above the 1 MiB push chunk
@@ -26,10 +25,7 @@ def keep_freed_buffers() -> bool:
     where the C library is not glibc or refuses."""
     if platform.libc_ver()[0] != "glibc":
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    mallopt = ctypes.CDLL(name).mallopt
+    mallopt = ctypes.CDLL(None).mallopt  # this process's own symbols: glibc is loaded
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return bool(
