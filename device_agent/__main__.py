@@ -9,13 +9,19 @@ from pathlib import Path
 
 from device_agent import __version__
 
+GRPC_FORK_SUPPORT_ENV = "GRPC_ENABLE_FORK_SUPPORT"
+
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    # Off before gRPC is imported. The agent forks only to exec a child, and under --run-as
+    # Python forks with fork(), not vfork(), so gRPC's fork handlers ran in each new child and
+    # crashed it (SIGSEGV) before it could drop root or exec: 6 agents in 20 lost a child so.
+    os.environ[GRPC_FORK_SUPPORT_ENV] = "0"
     from device_agent.server.app import AuthConfigError, ServeConfig, serve
 
     if args.power_command:
-        import os
-
         os.environ["EDGELOOP_POWER_COMMAND"] = args.power_command
     config = ServeConfig(
         host=args.host,

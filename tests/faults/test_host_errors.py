@@ -97,3 +97,15 @@ def test_connecting_to_an_address_where_no_agent_listens_raises_unreachable():
         DeviceClient("127.0.0.1:1", connect_timeout_s=2.0, name="nobody")
     assert isinstance(caught.value, ConnectionError)
     assert time.monotonic() - started < 5
+
+
+def test_a_local_agent_that_exits_at_start_raises_unreachable_with_its_own_error(tmp_path):
+    """Guards AgentProcess's start failure: the agent's one-line error and exit code, not a
+    ValueError from reading its closed output, and not a wait for the start timeout."""
+    started = time.monotonic()
+    with pytest.raises(AgentUnreachableError) as caught:
+        AgentProcess(tmp_path / "cache", ("--child-open-files", "-1"))
+    message = str(caught.value)
+    assert "exited with code 2" in message, message
+    assert "--child-open-files: expected >= 0, got -1" in message, message
+    assert time.monotonic() - started < 30

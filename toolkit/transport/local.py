@@ -71,11 +71,18 @@ class AgentProcess:
 
         threading.Thread(target=read, daemon=True).start()
         if not done.wait(START_TIMEOUT_S) or not found:
-            self.stop()
-            err = self.proc.stderr.read()[-600:] if self.proc.stderr else ""
-            raise AgentUnreachableError(
-                f"local agent did not start within {START_TIMEOUT_S:g} s: {err.strip()}"
-            )
+            if done.is_set():  # its output ended: it is exiting
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            code = self.proc.poll()
+            self._end()
+            err = self.proc.stderr.read()[-600:].strip() if self.proc.stderr else ""
+            self._close_streams()
+            why = (f"exited with code {code}" if code is not None
+                   else f"did not start within {START_TIMEOUT_S:g} s")
+            raise AgentUnreachableError(f"local agent {why}: {err or 'no error output'}")
         return found[0]
 
     @property
@@ -83,6 +90,10 @@ class AgentProcess:
         return self.proc.pid
 
     def stop(self) -> None:
+        self._end()
+        self._close_streams()
+
+    def _end(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -90,6 +101,8 @@ class AgentProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+    def _close_streams(self) -> None:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()
