@@ -50,3 +50,29 @@ def test_agent_imports_neither_torch_nor_toolkit_to_serve():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_a_torch_cuda_probe_that_crashes_is_said_in_the_agent_log_and_torch_is_cpu_only(
+    tmp_path,
+):
+    """Guards the agent's one-off CUDA probe: a probe child that dies (here a `torch` that
+    kills itself with SIGSEGV at import, shadowing the real one on the agent's path) is named
+    with its exit code on the agent's stderr instead of passing silently for a CPU-only host."""
+    from toolkit.transport.grpc_client import DeviceClient
+    from toolkit.transport.local import AgentProcess
+
+    shadow = tmp_path / "shadow" / "torch"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    path = os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])
+    agent = AgentProcess(tmp_path / "cache", env={"PYTHONPATH": path})
+    try:
+        with DeviceClient(agent.address) as client:
+            torch = client.info().runtime("torch")
+        assert torch is not None and torch.accelerators == ("cpu",), torch
+    finally:
+        agent.proc.terminate()
+        agent.proc.wait(timeout=30)
+        log = agent.proc.stderr.read()
+        agent.stop()
+    assert "torch CUDA probe exited with code -11" in log, log

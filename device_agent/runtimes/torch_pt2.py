@@ -173,15 +173,23 @@ def _probe_once() -> tuple[str, ...]:
     from device_agent.measure.limits import current
 
     try:
-        out = subprocess.run(  # under the children's limits and --run-as user, like every child
+        done = subprocess.run(  # under the children's limits and --run-as user, like every child
             [sys.executable, "-c", _PROBE],
             capture_output=True,
             text=True,
             timeout=120,
             **current().popen_kwargs(),
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        out = ""
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"edgeloop agent: torch CUDA probe failed ({exc}); torch reports CPU only",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return ("cpu",)
+    if done.returncode != 0:  # a GPU host must not pass for CPU-only without a word
+        last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+        print(f"edgeloop agent: torch CUDA probe exited with code {done.returncode} ({last}); "
+              "torch reports CPU only", file=sys.stderr, flush=True)  # fmt: skip
+        return ("cpu",)
+    out = done.stdout.strip()
     return ("cpu", out) if out else ("cpu",)
 
 
