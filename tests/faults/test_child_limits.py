@@ -15,6 +15,7 @@ import pytest
 
 from device_agent.measure import limits as child_limits
 from device_agent.measure.limits import ChildLimits, benchmark_cpu_seconds
+from tests.fixtures_run_as import RunAsUnavailable, children, look, reachable_by_nobody
 from toolkit.measurement import BenchmarkOptions
 from toolkit.transport.grpc_client import DeviceClient
 from toolkit.transport.local import AgentProcess
@@ -36,15 +37,8 @@ def _children(pid: int) -> list[int]:
     """Children that run a program of their own: a child caught between fork and exec still
     shows the agent's command line (and the agent's uid, which it drops at exec)."""
     parent = Path(f"/proc/{pid}/cmdline").read_bytes()
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for c in (task / "children").read_text().split():
-            try:
-                if Path(f"/proc/{c}/cmdline").read_bytes() != parent:
-                    found.append(int(c))
-            except OSError:  # gone meanwhile
-                pass
-    return found
+    return [c for c in children(pid)
+            if (r := look(c, parent)) is not None and not r.runs_agent_program]
 
 
 def _uid(pid: int) -> int:
@@ -117,26 +111,14 @@ def test_a_model_beyond_the_address_space_limit_fails_as_data_not_a_hang(model_f
 
 @pytest.fixture
 def python_reachable_by_nobody():
-    """Where the agent's Python sits under a folder `nobody` cannot enter (pyenv under /root,
-    mode 0700), grants traverse (o+x, no read) on exactly those folders for the test and puts
-    the modes back after, so the run-as path runs here instead of being skipped."""
-    changed: list[tuple[Path, int]] = []
+    """Where the agent's Python sits under a folder `nobody` cannot enter, grants traverse on
+    exactly those folders for the test (`tests.fixtures_run_as`), so the run-as path runs here
+    instead of being skipped."""
     try:
-        for _ in range(32):  # one blocking folder per round
-            try:
-                ChildLimits(run_as="nobody")
-                break
-            except child_limits.ChildLimitsError as exc:
-                folder = Path(str(exc).split(": ", 1)[1].split(" is not searchable")[0])
-                if not folder.is_dir() or any(folder == f for f, _ in changed):
-                    pytest.skip(f"nobody cannot run this agent's Python here: {exc}")
-                mode = folder.stat().st_mode & 0o7777
-                changed.append((folder, mode))
-                folder.chmod(mode | 0o001)
-        yield
-    finally:
-        for folder, mode in reversed(changed):
-            folder.chmod(mode)
+        with reachable_by_nobody():
+            yield
+    except RunAsUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @ROOT_ONLY
