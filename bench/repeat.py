@@ -5,8 +5,9 @@
     python bench/repeat.py bench/bench_core.py --runs 3 --against a6db53f -- --parts overhead
 
 With `--against COMMIT`, every run is a pair, interleaved so both sides see the same load: the
-script (this tree's version of it, so both sides measure alike) first in a temporary git
-worktree at COMMIT, with that commit's code on PYTHONPATH, then in this tree; it writes
+script first in a temporary git worktree at COMMIT, with that commit's code on PYTHONPATH, then
+in this tree. Both sides measure alike: the worktree gets this tree's `bench/` and `tests/`
+(the script and the helpers it measures with), so only the code measured is COMMIT's. It writes
 `bench/results/<name>.before_after.json` with both sides' figures.
 
 Each run is its own process, so it starts cold the way the script starts: a fresh temporary
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import RESULTS, RESULTS_ENV, ROOT, provenance  # noqa: E402
 
 SKIP_KEYS = ("provenance", "unix_time")  # stamps, not figures
+MEASURING_FOLDERS = ("bench", "tests")
+"""What `--against` takes from this tree for both sides: the scripts and the helpers they use."""
 
 
 def numeric_leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -146,7 +150,9 @@ def before_after(args: argparse.Namespace, name: str, script_args: list[str]) ->
             check=True,
         )
         try:
-            (worktree / relative).write_bytes(script.read_bytes())  # measured alike
+            for folder in MEASURING_FOLDERS:  # measured alike: only the code measured differs
+                shutil.copytree(ROOT / folder, worktree / folder, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "results"))
             for i in range(args.runs):
                 for side, tree in (("before", worktree), ("after", ROOT)):
                     record, data = run_once(
