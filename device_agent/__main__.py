@@ -17,7 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     # Off before gRPC is imported. The agent forks only to exec a child, and under --run-as
     # Python forks with fork(), not vfork(), so gRPC's fork handlers ran in each new child and
-    # crashed it (SIGSEGV) before it could drop root or exec: 6 agents in 20 lost a child so.
+    # crashed some (SIGSEGV) before they could drop root or exec (bench/bench_run_as.py).
     os.environ[GRPC_FORK_SUPPORT_ENV] = "0"
     from device_agent.server.app import AuthConfigError, ServeConfig, serve
 
