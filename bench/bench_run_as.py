@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
 from bench.common import print_table, write_results  # noqa: E402
 from tests.fixtures_run_as import (  # noqa: E402
     RUN_AS_USER,
+    SHORT_BENCHMARK,
     ChildRecord,
     RunAsUnavailable,
     children,
@@ -40,14 +41,8 @@ from tests.fixtures_run_as import (  # noqa: E402
 )
 from tests.model_files import build_all  # noqa: E402
 from toolkit.errors import AgentError  # noqa: E402
-from toolkit.measurement import BenchmarkOptions  # noqa: E402
 from toolkit.transport.grpc_client import DeviceClient  # noqa: E402
 from toolkit.transport.local import AgentProcess  # noqa: E402
-
-QUICK = BenchmarkOptions(
-    warmup_runs=1, warmup_min_seconds=0.01, min_runs=2, min_seconds=0.01, idle_seconds=0.01,
-    power_sensor="none", threads=1, timeout_seconds=120,
-)  # fmt: skip
 
 
 class ChildSampler:
@@ -88,7 +83,7 @@ def one_agent(model: Path, folder: Path) -> dict[str, Any]:
     try:
         with DeviceClient(agent.address) as client:
             client.info()  # waits for the start-up's CUDA probe
-            measurement = client.benchmark(model, QUICK)
+            measurement = client.benchmark(model, SHORT_BENCHMARK)
             if not measurement.ok:
                 failed = f"Benchmark: {measurement.error_message}"
             client.infer(model, [np.zeros((1, 1, 8, 8), np.float32)])

@@ -16,8 +16,14 @@ from pathlib import Path
 from typing import Optional
 
 from device_agent.measure.limits import ChildLimits, ChildLimitsError
+from toolkit.measurement import BenchmarkOptions
 
 RUN_AS_USER = "nobody"
+SHORT_BENCHMARK = BenchmarkOptions(
+    warmup_runs=1, warmup_min_seconds=0.01, min_runs=2, min_seconds=0.01, idle_seconds=0.01,
+    power_sensor="none", threads=1, timeout_seconds=120,
+)  # fmt: skip
+"""A benchmark as short as the agent allows: these checks need its children, not figures."""
 
 
 class RunAsUnavailable(RuntimeError):

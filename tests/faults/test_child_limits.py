@@ -15,15 +15,17 @@ import pytest
 
 from device_agent.measure import limits as child_limits
 from device_agent.measure.limits import ChildLimits, benchmark_cpu_seconds
-from tests.fixtures_run_as import RunAsUnavailable, children, look, reachable_by_nobody
-from toolkit.measurement import BenchmarkOptions
+from tests.fixtures_run_as import (
+    SHORT_BENCHMARK,
+    RunAsUnavailable,
+    children,
+    look,
+    reachable_by_nobody,
+)
 from toolkit.transport.grpc_client import DeviceClient
 from toolkit.transport.local import AgentProcess
 
-QUICK = BenchmarkOptions(
-    warmup_runs=1, warmup_min_seconds=0.01, min_runs=2, min_seconds=0.01, idle_seconds=0.01,
-    power_sensor="none", threads=1, timeout_seconds=120,
-)  # fmt: skip
+QUICK = SHORT_BENCHMARK
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="--run-as needs the agent to be root")
 
 
