@@ -28,7 +28,6 @@ Prints a table with met/missed per target and writes bench/results/core.json.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -44,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_table, write_results  # noqa: E402
 from bench.push_link import LINK_RATE  # noqa: E402
+from bench.raw_copy import receive_file, send_file_mb_s  # noqa: E402
 
 THREADS = 1
 TARGETS = {  # figure -> (bound, "within" | "max" | "min")
@@ -267,31 +267,14 @@ def raw_tcp_mb_s(data_path: Path, dest: Path, verify: bool = False) -> float:
 
     def receive() -> None:
         conn, _ = server.accept()
-        digest = hashlib.sha256()
-        with conn, open(dest, "wb") as f:
-            got = 0
-            while got < size:
-                chunk = conn.recv(1 << 20)
-                if not chunk:
-                    break
-                if verify:
-                    digest.update(chunk)
-                f.write(chunk)
-                got += len(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-            conn.sendall(b"k")
+        receive_file(conn, dest, size, verify)
 
     t = threading.Thread(target=receive)
     t.start()
-    t0 = time.perf_counter()
-    with socket.create_connection(server.getsockname()) as sock, open(data_path, "rb") as f:
-        sock.sendfile(f)
-        sock.recv(1)
-    elapsed = time.perf_counter() - t0
+    rate = send_file_mb_s(server.getsockname(), data_path)
     t.join()
     server.close()
-    return size / 2**20 / elapsed
+    return rate
 
 
 def push(client, folder: Path, rounds: int = 5) -> dict:

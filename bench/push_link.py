@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,31 +17,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from bench import raw_copy
+
 LINK_RATE = "1 Gbit/s"
 TBF = ("tbf", "rate", "1gbit", "burst", "1mb", "latency", "50ms")
 TOKEN_ENV = "EDGELOOP_BENCH_LINK_TOKEN"
 
-RECEIVER = """
-import os, socket, sys
-host, dest, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
-server = socket.socket()
-server.bind((host, 0))
-server.listen(1)
-print(server.getsockname()[1], flush=True)
-while True:
-    conn, _ = server.accept()
-    with conn, open(dest, "wb") as f:
-        got = 0
-        while got < size:
-            chunk = conn.recv(1 << 20)
-            if not chunk:
-                break
-            f.write(chunk)
-            got += len(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-        conn.sendall(b"k")
-"""
 
 
 def skip_reason() -> Optional[str]:
@@ -58,14 +38,6 @@ def _limit(host) -> None:
     for prefix, dev in (([], host.host_if), (["ip", "netns", "exec", host.netns], host.peer_if)):
         subprocess.run([*prefix, "tc", "qdisc", "add", "dev", dev, "root", *TBF],
                        capture_output=True, check=True)
-
-
-def _raw_copy_mb_s(address: tuple[str, int], path: Path) -> float:
-    t0 = time.perf_counter()
-    with socket.create_connection(address) as sock, open(path, "rb") as f:
-        sock.sendfile(f)
-        sock.recv(1)
-    return path.stat().st_size / 2**20 / (time.perf_counter() - t0)
 
 
 def push_over_link(path: Path, folder: Path, rounds: int = 3) -> dict:
@@ -87,7 +59,7 @@ def push_over_link(path: Path, folder: Path, rounds: int = 3) -> dict:
                                                      str(key)),
                              env={"EDGELOOP_AGENT_TOKEN": token})
         receiver = subprocess.Popen(
-            ["ip", "netns", "exec", host.netns, sys.executable, "-c", RECEIVER, host.address,
+            ["ip", "netns", "exec", host.netns, sys.executable, raw_copy.__file__, host.address,
              str(folder / "link-copy.bin"), str(path.stat().st_size)],
             stdout=subprocess.PIPE, text=True,
         )
@@ -98,7 +70,7 @@ def push_over_link(path: Path, folder: Path, rounds: int = 3) -> dict:
         sha = file_sha256(path)
         raws, rates, ratios = [], [], []
         for _ in range(rounds):
-            raw = _raw_copy_mb_s(raw_address, path)
+            raw = raw_copy.send_file_mb_s(raw_address, path)
             client.delete_model(sha)
             t0 = time.perf_counter()
             client.push(path)

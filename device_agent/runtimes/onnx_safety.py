@@ -14,7 +14,7 @@ from onnx.proto (IR version 10).
 
 from __future__ import annotations
 
-from device_agent.protocol.wire import LENGTH_DELIMITED, WireFormatError, fields
+from device_agent.protocol.wire import LENGTH_DELIMITED, VARINT, WireFormatError, fields
 from device_agent.runtimes.base import UnsafeModelError
 
 __all__ = ["UnsafeModelError", "check_onnx"]
@@ -59,14 +59,14 @@ def _walk(buf: memoryview, kind: str, depth: int) -> None:
     name, location, external = "", "", False
     for number, wire, value, _, _ in fields(buf):
         if kind == "Tensor":
-            if number == _TENSOR_NAME and wire == 2:
+            if number == _TENSOR_NAME and wire == LENGTH_DELIMITED:
                 name = bytes(value).decode("utf-8", "replace")
-            elif number == _TENSOR_DATA_LOCATION and wire == 0 and value == _EXTERNAL:
+            elif number == _TENSOR_DATA_LOCATION and wire == VARINT and value == _EXTERNAL:
                 external = True
-            elif number == _TENSOR_EXTERNAL_DATA and wire == 2:
+            elif number == _TENSOR_EXTERNAL_DATA and wire == LENGTH_DELIMITED:
                 external = True
                 location = location or _entry_value(value, b"location")
-        elif number in children and wire == 2:
+        elif number in children and wire == LENGTH_DELIMITED:
             _walk(value, children[number], depth + 1)
     if external:
         raise UnsafeModelError(
