@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import socket
 import threading
 import time
@@ -51,6 +50,7 @@ from toolkit.errors import (
     UnsafeModelError,
 )
 from toolkit.measurement import BenchmarkOptions, Measurement
+from toolkit.transport.credentials import AgentCredentials
 from toolkit.transport.model_file import file_sha256, model_format
 
 if TYPE_CHECKING:  # numpy is imported by infer(): a CLI profile does not pay for it
@@ -97,6 +97,8 @@ class DeviceClient:
         name: how the device is called in messages (profile name); defaults to the address.
         token: bearer token to send (the long-lived local agent's, from its token file);
             else the one in `tls.token_env`, if any.
+        credentials: what to present, already resolved (`AgentCredentials`); given, `tls`
+            and `token` are not read (a Ray actor gets the driver's credentials this way).
     """
 
     def __init__(
@@ -106,15 +108,14 @@ class DeviceClient:
         connect_timeout_s: float = 10.0,
         name: str = "",
         token: str = "",
+        credentials: Optional[AgentCredentials] = None,
     ) -> None:
         self.address = address
         self.name = name or address
-        self._tls = tls
-        self._metadata: tuple = ()
-        if token:
-            self._metadata = (("authorization", f"Bearer {token}"),)
-        elif tls is not None and tls.token_env and os.environ.get(tls.token_env):
-            self._metadata = (("authorization", f"Bearer {os.environ[tls.token_env]}"),)
+        self.credentials = credentials or AgentCredentials.resolve(
+            tls, token, where=f"device {self.name}: "
+        )
+        self._metadata = self.credentials.metadata()
         self._open_channel()
         self._info: Optional[DeviceInfo] = None
         if not self._ready(connect_timeout_s):
@@ -135,17 +136,10 @@ class DeviceClient:
             *KEEPALIVE_OPTIONS,
             ("grpc.max_reconnect_backoff_ms", 2000),  # back soon after a link returns
         ]
-        tls = self._tls
-        if tls is not None:
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=Path(tls.ca_file).expanduser().read_bytes(),
-                private_key=Path(tls.key_file).expanduser().read_bytes() if tls.key_file else None,
-                certificate_chain=Path(tls.cert_file).expanduser().read_bytes()
-                if tls.cert_file
-                else None,
-            )
-            if tls.server_name:
-                options.append(("grpc.ssl_target_name_override", tls.server_name))
+        creds = self.credentials.channel_credentials()
+        if creds is not None:
+            if self.credentials.server_name:
+                options.append(("grpc.ssl_target_name_override", self.credentials.server_name))
             self._channel = grpc.secure_channel(self.address, creds, options=options)
         else:
             self._channel = grpc.insecure_channel(self.address, options=options)
