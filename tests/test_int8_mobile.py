@@ -14,6 +14,7 @@ from torch import nn
 from device_agent.measure.inputs import to_model_input
 from device_agent.measure.quantization import quantize
 from device_agent.runtimes.base import TensorInfo
+from tests.litert_partitions import known_partitions
 from toolkit.compress.pipeline import compress
 from toolkit.data.dataset import Dataset
 from toolkit.export.host_runtime import _quantize as host_quantize
@@ -135,7 +136,7 @@ def test_int8_static_mobile_cnn_is_one_int8_partition_without_float_islands(int8
     islands = float_islands(path)
     assert islands.count == 0, islands.describe()
     assert islands.quantize_ops <= 1 and islands.dequantize_ops <= 1, islands.describe()
-    assert islands.partitions in (1, None), islands.describe()
+    assert known_partitions(path) == 1 and islands.partitions == 1, islands.describe()
     histogram = op_histogram(path)
     assert "HARD_SWISH" not in histogram  # no int8 XNNPACK kernel: written as ADD/MUL
     assert histogram["DEPTHWISE_CONV_2D"] == 2
@@ -357,7 +358,7 @@ def test_a_padded_max_pool_after_relu_is_one_delegate_partition_in_fp32_and_int8
         histogram = op_histogram(path)
         assert "PADV2" not in histogram, histogram  # XNNPACK takes no PADV2: a split
         assert histogram.get("TRANSPOSE", 0) <= 1, histogram  # the pad stays NHWC
-        assert float_islands(path).partitions in (1, None), float_islands(path).describe()
+        assert known_partitions(path) == 1, float_islands(path).describe()
 
 
 def test_int8_static_calibrates_on_512_inputs_with_the_percentile_observer_by_default():

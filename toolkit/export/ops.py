@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
+from toolkit.errors import ExportError
+
 # ops that move data or convert it: never "computed in float" in the sense of an island
 _CONVERSIONS = {
     "QUANTIZE",
@@ -53,7 +55,8 @@ class FloatIslands:
             with float input; none with int8 input).
         dequantize_ops: DEQUANTIZE / DequantizeLinear ops.
         partitions: delegate partitions LiteRT's default XNNPACK delegate makes on this host
-            (1: the whole model runs delegated); None for ONNX or when it cannot be told.
+            (1: the whole model runs delegated); None for ONNX or when this LiteRT cannot list
+            them (`PartitionsUnknown`); a count that fails otherwise raises.
     """
 
     ops: dict[str, int] = field(default_factory=dict)
@@ -128,21 +131,42 @@ def _tflite_ops(path: Path) -> tuple[list[dict], set[int]]:
     return interpreter._get_ops_details(), floats
 
 
-def _delegate_partitions(path: Path) -> Union[int, None]:
-    """DELEGATE nodes LiteRT's default (XNNPACK) delegate adds once tensors are allocated."""
+class PartitionsUnknown(ExportError):
+    """This host's LiteRT cannot list the nodes its delegate adds (no `ai_edge_litert`, or an
+    interpreter without `_get_ops_details`): the delegate partitions cannot be counted."""
+
+
+def delegate_partitions(path: Union[str, Path]) -> int:
+    """DELEGATE nodes LiteRT's default (XNNPACK) delegate adds once tensors are allocated.
+
+    Raises:
+        PartitionsUnknown: this LiteRT cannot list them (the count is unknown, not 0).
+        Anything LiteRT raises loading or allocating `path` (a count that broke is not hidden).
+    """
     try:
         from ai_edge_litert import interpreter as litert
+    except ImportError as exc:
+        raise PartitionsUnknown(f"{path}: no ai_edge_litert to count delegate partitions "
+                                f"({exc})") from exc
+    plain = litert.Interpreter(
+        model_path=str(path),
+        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    if not hasattr(plain, "_get_ops_details"):
+        raise PartitionsUnknown(f"{path}: this LiteRT ({litert.__name__}) has no "
+                                "Interpreter._get_ops_details to list delegate partitions")
+    base = len(plain._get_ops_details())
+    delegated = litert.Interpreter(model_path=str(path), num_threads=1)
+    delegated.allocate_tensors()
+    extra = delegated._get_ops_details()[base:]
+    return sum(1 for op in extra if op["op_name"] == "DELEGATE")
 
-        plain = litert.Interpreter(
-            model_path=str(path),
-            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        )
-        base = len(plain._get_ops_details())
-        delegated = litert.Interpreter(model_path=str(path), num_threads=1)
-        delegated.allocate_tensors()
-        extra = delegated._get_ops_details()[base:]
-        return sum(1 for op in extra if op["op_name"] == "DELEGATE")
-    except Exception:  # an older runtime without these details: say nothing rather than guess
+
+def _delegate_partitions(path: Path) -> Union[int, None]:
+    """`delegate_partitions`, or None where this LiteRT cannot tell (an older runtime)."""
+    try:
+        return delegate_partitions(path)
+    except PartitionsUnknown:
         return None
 
 
