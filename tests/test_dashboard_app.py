@@ -18,6 +18,7 @@ from toolkit.measurement import COLUMNS, BenchmarkOptions
 
 QUICK = BenchmarkOptions(warmup_runs=3, min_runs=20, min_seconds=0.2)
 INJECTION = "' OR 1=1 --"
+LOCAL = "http://127.0.0.1"  # a Host the dashboard serves (TestClient's own is refused)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def _client(path: Path):
 
     from toolkit.dashboard.app import create_app
 
-    return TestClient(create_app(f"sqlite:///{path}"))
+    return TestClient(create_app(f"sqlite:///{path}"), base_url=LOCAL)
 
 
 def test_the_dashboard_engine_cannot_write(store_db):
@@ -171,7 +172,7 @@ def test_pages_read_a_shared_postgresql_database_and_cannot_write_it(measured, p
 
     for tag, m in zip(("v1", "v1", "v2"), measured):
         ResultsStore(postgres_url, tag=tag).append(m, run_id="pg")
-    client = TestClient(create_app(postgres_url))
+    client = TestClient(create_app(postgres_url), base_url=LOCAL)
     device, sha = measured[0].device_id, measured[0].model_sha256
     page = client.get("/measurements", params={"device": device})
     assert f'<span id="total">{len(measured)}</span>' in page.text
@@ -211,7 +212,7 @@ def test_lists_of_what_exists_are_reused_then_read_again_in_the_background(store
         page = client.get("/devices").text
         return int(re.search(r'id="seen-devices".*?<td class="num">(\d+)</td>', page, re.S)[1])
 
-    client = TestClient(create_app(f"sqlite:///{store_db}", lists_ttl_s=1.0))
+    client = TestClient(create_app(f"sqlite:///{store_db}", lists_ttl_s=1.0), base_url=LOCAL)
     assert counted(client) == len(measured)
     ResultsStore(store_db).append(measured[0], run_id="later")
     assert counted(client) == len(measured)  # reused within the TTL
@@ -220,5 +221,5 @@ def test_lists_of_what_exists_are_reused_then_read_again_in_the_background(store
     while counted(client) != len(measured) + 1:  # the first call past the TTL starts a read
         assert time.monotonic() < deadline, "the list was never read again"
         time.sleep(0.1)
-    fresh = TestClient(create_app(f"sqlite:///{store_db}", lists_ttl_s=0))
+    fresh = TestClient(create_app(f"sqlite:///{store_db}", lists_ttl_s=0), base_url=LOCAL)
     assert counted(fresh) == len(measured) + 1

@@ -8,15 +8,21 @@ Routes:
     /lineage                 artifacts: recipe, parent chain, card, measurements per device
     /tuning, /tuning/{run}   tuning runs; the live page polls /api/tuning/{run}
     /gates                   validation history; /gates/{run}/junit|html the files it wrote
+                             (only from --reports-dir folders: `reports`)
     /history                 a model's p50/p90 per device over days or tags, changes flagged
+
+Every request's `Host` must be a name the dashboard serves and every response carries the
+CSP, framing and nosniff headers (`web`); a token, when set, is checked by `auth`.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import (
@@ -28,10 +34,15 @@ from fastapi.responses import (
     StreamingResponse,
 )
 
-from toolkit.dashboard import charts, views
+from toolkit.dashboard import charts, views, web
 from toolkit.dashboard.queries import Tables, export_rows
+from toolkit.dashboard.reports import report_folders
 
 TUNING_REFRESH_S = 5
+STATIC = {
+    "dashboard.css": "text/css; charset=utf-8",
+    "dashboard.js": "text/javascript; charset=utf-8",
+}
 
 
 def _templates() -> Any:
@@ -44,6 +55,7 @@ def _templates() -> Any:
     env.filters["when"] = views.when
     env.filters["num"] = _num
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * float(v):.1f}%"
+    env.filters["pathpart"] = lambda v: quote(str(v), safe="")  # one URL path segment
     return env
 
 
@@ -62,6 +74,9 @@ def create_app(
     token: Optional[str] = None,
     engine: Any = None,
     lists_ttl_s: float = views.LISTS_TTL_S,
+    host: str = "127.0.0.1",
+    server_names: Sequence[str] = (),
+    reports_dirs: Sequence[Path] = (),
 ) -> FastAPI:
     """The dashboard over the results database at `url` (see `readonly.database_url`).
 
@@ -71,6 +86,9 @@ def create_app(
         engine: an engine to read through instead of opening `url` (tests, benchmarks).
         lists_ttl_s: how long the lists of what exists (devices, models, ...) are reused
             before they are read again in the background; 0 reads them on every request.
+        host: the address it listens on; a `Host` header may name it (unless a wildcard).
+        server_names: further names a `Host` header may carry (loopback names always may).
+        reports_dirs: folders gate reports are served from; a report elsewhere is refused.
 
     Raises:
         SetupError: no database at `url`, or one without a measurements table.
@@ -92,10 +110,14 @@ def create_app(
     env = _templates()
     app = FastAPI(title="edgeloop dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.source = source
+    folders = report_folders(reports_dirs)
     if token:
         from toolkit.dashboard.auth import TokenMiddleware
 
         app.add_middleware(TokenMiddleware, token=token)
+    # The last added runs first: headers on every answer, then Host, then the token.
+    app.add_middleware(web.HostCheckMiddleware, names=web.served_names(host, server_names))
+    app.add_middleware(web.SecurityHeadersMiddleware)
 
     def page(name: str, request: Request, **context: Any) -> HTMLResponse:
         html = env.get_template(name).render(
@@ -108,6 +130,7 @@ def create_app(
         return HTMLResponse(html)
 
     def problem(request: Request, exc: Exception, status: int = 400) -> HTMLResponse:
+        """The problem page: `status` (4xx) with the one-line message."""
         response = page("problem.html", request, message=str(exc))
         response.status_code = status
         return response
@@ -124,11 +147,11 @@ def create_app(
             headers={"Cache-Control": "max-age=86400"},
         )
 
-    @app.get("/static/dashboard.css", include_in_schema=False)
-    def css() -> FileResponse:
-        return FileResponse(
-            Path(__file__).parent / "static" / "dashboard.css", media_type="text/css"
-        )
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(request: Request, name: str) -> Response:
+        if name not in STATIC:
+            return problem(request, FileNotFoundError(f"/static/{name}: no such file"), 404)
+        return FileResponse(Path(__file__).parent / "static" / name, media_type=STATIC[name])
 
     @app.get("/devices", response_class=HTMLResponse)
     def devices(request: Request) -> HTMLResponse:
@@ -148,28 +171,15 @@ def create_app(
 
     @app.get("/measurements.csv")
     def measurements_csv(request: Request) -> Response:
-        import csv
+        from toolkit.dashboard.exports import csv_chunks
 
         try:
             flt = views.resolved_filter(source, request.query_params)
         except ValueError as exc:
             return Response(str(exc), status_code=400, media_type="text/plain")
         names, rows = export_rows(source.engine, source.tables, flt)
-
-        def lines():
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(names)
-            for row in rows:
-                writer.writerow(row)
-                if buffer.tell() > 1 << 16:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
-
         return StreamingResponse(
-            lines(),
+            csv_chunks(names, rows),
             media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="measurements.csv"'},
         )
@@ -204,7 +214,7 @@ def create_app(
     def tuning_list(request: Request) -> HTMLResponse:
         return page("tuning_list.html", request, **views.tuning_list_page(source))
 
-    @app.get("/tuning/{run_id}", response_class=HTMLResponse)
+    @app.get("/tuning/{run_id:path}", response_class=HTMLResponse)
     def tuning(request: Request, run_id: str) -> HTMLResponse:
         data = views.tuning_data(source, run_id)
         if data["run"] is None and not data["trials"]:
@@ -218,7 +228,7 @@ def create_app(
             **{k: v for k, v in data.items() if k != "figures"},
         )
 
-    @app.get("/api/tuning/{run_id}")
+    @app.get("/api/tuning/{run_id:path}")
     def tuning_json(request: Request, run_id: str) -> JSONResponse:
         data = views.tuning_data(source, run_id)
         table = env.get_template("_trials.html").render(**data)
@@ -237,21 +247,26 @@ def create_app(
     def gates(request: Request) -> HTMLResponse:
         return page("gates.html", request, **views.gates_page(source, request.query_params))
 
-    @app.get("/gates/{run_id}/{kind}")
+    @app.get("/gates/{run_id:path}/{kind}")
     def gate_file(request: Request, run_id: str, kind: str) -> Response:
         from toolkit.dashboard.queries import gate_file as recorded
+        from toolkit.dashboard.reports import ReportRefused, read_report
 
-        path = recorded(source.engine, source.tables, run_id, kind)
-        if not path or not Path(path).is_file():
-            return problem(
-                request,
-                FileNotFoundError(
-                    f"validation {run_id}: no {kind} file recorded, or it is gone ({path or '-'})"
-                ),
-                404,
+        try:
+            report = read_report(
+                recorded(source.engine, source.tables, run_id, kind), kind, folders
             )
-        media = "application/xml" if kind == "junit" else "text/html"
-        return FileResponse(path, media_type=media)
+        except ReportRefused as exc:
+            return problem(request, LookupError(f"validation {run_id}: {exc}"), 404)
+        shown = "attachment" if kind == "junit" else "inline"
+        return Response(
+            report.content,
+            media_type=report.media_type,
+            headers={
+                "Content-Security-Policy": web.REPORT_CSP,
+                "Content-Disposition": f"{shown}; filename*=UTF-8''{quote(report.name)}",
+            },
+        )
 
     @app.get("/history", response_class=HTMLResponse)
     def history(request: Request) -> HTMLResponse:

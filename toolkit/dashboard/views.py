@@ -176,13 +176,30 @@ def resolved_filter(src: Source, params: Mapping[str, str]) -> MeasurementFilter
     return replace(flt, model_key=ref if isinstance(ref, queries.ModelKey) else None)
 
 
+PAGE_PARAMS = ("device", "model", "runtime", "tag", "options", "since", "until", "ok", "chart")
+"""What the Measurements page's links carry over (never a `token`, nor anything else)."""
+
+
+def page_number(text: str, pages: int) -> int:
+    """The 0-based page asked for ('' is the first).
+
+    Raises:
+        ValueError: not a whole number from 0 to `pages - 1` (the page answers 400).
+    """
+    text = text.strip()
+    if not text:
+        return 0
+    if not (text.isascii() and text.isdigit()) or len(text) > 18 or int(text) >= pages:
+        raise ValueError(f"page={text[:40]!r}: expected a whole number from 0 to {pages - 1}")
+    return int(text)
+
+
 def measurements_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
+    """The filtered page of measurements; ValueError (400) on a bad date or page number."""
     flt = resolved_filter(src, params)
-    try:
-        page = max(0, int(params.get("page", "0") or 0))
-    except ValueError:
-        page = 0
     total = queries.count_measurements(src.engine, src.tables, flt)
+    pages = max(1, math.ceil(total / queries.PAGE_SIZE))
+    page = page_number(params.get("page", ""), pages)
     rows = queries.measurement_page(src.engine, src.tables, flt, page)
     samples = queries.raw_samples(src.engine, src.tables, [r["id"] for r in rows if r.get("ok")])
     groups: dict[str, list[float]] = {}
@@ -207,11 +224,11 @@ def measurements_page(src: Source, params: Mapping[str, str]) -> dict[str, Any]:
     )
     return {
         "filter": flt,
-        "params": dict(params),
+        "params": {k: params[k] for k in PAGE_PARAMS if params.get(k)},
         "total": total,
         "rows": rows,
         "page": page,
-        "pages": max(1, math.ceil(total / queries.PAGE_SIZE)),
+        "pages": pages,
         "chart": chart,
         "kind": kind,
         "choices": queries.filter_choices(src.listed(queries.catalog)),
