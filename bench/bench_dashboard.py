@@ -336,20 +336,21 @@ def time_pages(url: str, repeat: int) -> list[dict[str, Any]]:
 
     from toolkit.dashboard.app import create_app
 
-    with TestClient(create_app(url)) as client:  # warm imports (plotly, scipy) once
+    # Warm imports (plotly, scipy) once. Requests name 127.0.0.1: the Host is checked.
+    with TestClient(create_app(url), base_url="http://127.0.0.1") as client:
         client.get("/history")
     results = []
     for name, path in PAGES:
         cold = []
         for _ in range(repeat):
-            with TestClient(create_app(url)) as client:
+            with TestClient(create_app(url), base_url="http://127.0.0.1") as client:
                 started = time.perf_counter()
                 response = client.get(path)
                 cold.append((time.perf_counter() - started) * 1e3)
             if response.status_code != 200:
                 raise RuntimeError(f"{path}: HTTP {response.status_code}: {response.text[:300]}")
         warm = []
-        with TestClient(create_app(url)) as client:
+        with TestClient(create_app(url), base_url="http://127.0.0.1") as client:
             client.get(path)
             for _ in range(repeat):
                 started = time.perf_counter()
