@@ -152,11 +152,24 @@ def test_the_sample_inputs_fallback_cannot_unpickle_even_without_the_inspection(
     marker = tmp_path / "MARKER"
     bypass = pickled_sample_inputs(archive, tmp_path / "bypass.pt2", marker)
     code = (
-        "import sys; import device_agent.runtimes.torch_pt2 as t; "
+        "import sys\n"
+        "import device_agent.runtimes.torch_pt2 as t\n"
+        "from device_agent.runtimes.base import UnsafeModelError\n"
+        "try:\n    t.check_pt2(sys.argv[1])\nexcept UnsafeModelError as e:\n"
+        "    print('inspection refuses:', e)\n"
         "t.check_pt2 = lambda path: None\n"
-        "try:\n    t.load_program(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__)"
+        "try:\n    t.load_program(sys.argv[1])\nexcept Exception as e:\n"
+        "    print('load refused:', type(e).__name__, str(e).splitlines()[0])\n"
+        "else:\n    print('load accepted')\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(bypass)], capture_output=True, timeout=300)
+    run = subprocess.run([sys.executable, "-c", code, str(bypass)], capture_output=True,
+                         text=True, timeout=300)
+    said = run.stdout.splitlines()
+    assert run.returncode == 0 and len(said) == 2, (run.returncode, run.stdout, run.stderr)
+    # The bypass was needed (the inspection refuses this archive) and was taken: what refused
+    # the load is torch's weights-only unpickler, not the inspection.
+    assert said[0].startswith("inspection refuses:") and "sample_inputs" in said[0], said
+    assert said[1].startswith("load refused: UnpicklingError Weights only load failed"), said
     assert not marker.exists()
 
 
