@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 from typing import Optional
 
 from device_agent.protocol import ERROR_KIND_METADATA  # noqa: F401 - the host's name for it
 from device_agent.protocol import edgeloop_pb2 as pb
+from toolkit.enums import StrEnum
 
 
-class _ErrorKindBase(enum.StrEnum):
+class _ErrorKindBase(StrEnum):
     """Members are the proto's `ErrorKind` names without the prefix (``UNSAFE_MODEL``); a
     member compares equal to that text."""
 

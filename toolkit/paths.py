@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The repository's profiles/ as an installed wheel carries it (copied there by setup.py).
+BUNDLED_PROFILES = Path(__file__).resolve().parent / "bundled_profiles"
 
 
 def edgeloop_home() -> Path:
@@ -23,6 +25,11 @@ def edgeloop_home() -> Path:
     return home
 
 
+def bundled_profiles_dir() -> Path:
+    """The profiles that ship with edgeloop: an installed wheel's copy, else the checkout's."""
+    return BUNDLED_PROFILES if BUNDLED_PROFILES.is_dir() else REPO_ROOT / "profiles"
+
+
 def profile_dirs() -> list[Path]:
     """Folders searched for device profiles and fleets by name, first match wins."""
     dirs = []
@@ -30,7 +37,7 @@ def profile_dirs() -> list[Path]:
     if env:
         dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
     dirs.append(Path.cwd() / "profiles")
-    dirs.append(REPO_ROOT / "profiles")
+    dirs.append(bundled_profiles_dir())
     home = os.environ.get("EDGELOOP_HOME")
     if home:
         dirs.append(Path(home) / "profiles")

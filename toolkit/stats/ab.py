@@ -43,12 +43,13 @@ large a difference could have gone unseen).
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from toolkit.enums import StrEnum
 
 MIN_ROUNDS = 3
 MAX_POINTS_PER_ROUND = 400
@@ -58,7 +59,7 @@ SEED = 0
 _CHUNK = 250  # replicates computed at once (bounds memory: CHUNK x rounds x points)
 
 
-class Verdict(enum.StrEnum):
+class Verdict(StrEnum):
     """What the interval says about B relative to A."""
 
     FASTER = "faster"
