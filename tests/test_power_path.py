@@ -1,5 +1,7 @@
-"""The power path end to end: a real agent reading the `command` sensor, whose meter the test
-controls (a script printing the watts held in a file).
+"""The power path end to end: a real agent started with `--power-command`, reading the `command`
+sensor, whose meter the test controls: `meter.sh`, a script the test writes that prints the
+watts held in a file (the `command` sensor's real protocol; it stands in for an external
+meter's reader, which this machine does not have).
 
 The test writes the idle figure before the benchmark and the load figure once the agent
 reports the timed phase, so the idle baseline reads only the one and the timed window mostly
@@ -29,11 +31,20 @@ def meter(tmp_path_factory) -> Path:
     return watts
 
 
+def meter_command(meter: Path) -> str:
+    """The power command: `meter.sh` beside the watts file, printing them."""
+    script = meter.parent / "meter.sh"
+    if not script.exists():
+        script.write_text(f"#!/bin/sh\nexec cat '{meter}'\n")
+        script.chmod(0o755)
+    return str(script)
+
+
 @pytest.fixture(scope="module")
 def metered_agent(tmp_path_factory, meter):
-    """A real agent whose `command` sensor is `cat <meter>`, a model pushed to it."""
+    """A real agent whose `command` sensor runs `meter.sh`, a model pushed to it."""
     agent = AgentProcess(
-        tmp_path_factory.mktemp("cache"), extra_args=("--power-command", f"cat {meter}")
+        tmp_path_factory.mktemp("cache"), extra_args=("--power-command", meter_command(meter))
     )
     channel, stub = insecure_stub(agent)
     model = onnx_model(256)
@@ -72,6 +83,35 @@ def _run_switching_meter(stub, model_sha: str, meter: Path, options) -> pb.Bench
             phases.append(event.progress.phase)
             if event.progress.phase == "timed" and meter.read_text().strip() != str(LOAD_W):
                 meter.write_text(f"{LOAD_W}\n")
+    finally:
+        meter.write_text(f"{IDLE_W}\n")
+
+
+def test_the_agent_lists_the_command_sensor_that_runs_its_power_command(metered_agent, meter):
+    stub, _ = metered_agent
+    sensors = {s.name: s for s in stub.GetInfo(pb.GetInfoRequest(), timeout=30).sensors}
+    command = sensors["command"]
+    assert command.available, command.reason
+    assert command.detail == f"command: {meter_command(meter)}" and command.rate_hz == 5.0
+
+
+def test_the_command_sensors_figures_are_what_the_meter_printed(metered_agent, meter):
+    """Two runs at two steady meter readings: each run's idle and timed figures are that
+    run's reading, under the sensor's name (nothing cached, nothing invented)."""
+    stub, model_sha = metered_agent
+    try:
+        for watts in (3.25, 4.5):
+            meter.write_text(f"{watts}\n")
+            options = _options(power_sensor="command", min_seconds=0.3, idle_seconds=0.3)
+            result = EventReader(stub, pb.BenchmarkRequest(sha256=model_sha,
+                                                           options=options)).result()
+            assert result.error_kind == pb.ERROR_KIND_NONE, result.error_message
+            assert result.HasField("power"), result.warnings
+            power = result.power
+            assert (power.sensor, power.method, power.rate_hz) == ("command", "samples", 5.0)
+            assert power.samples >= 1
+            assert power.idle_w == pytest.approx(watts) and power.mean_w == pytest.approx(watts)
+            assert power.energy_per_inference_mj == pytest.approx(0.0, abs=1e-9)
     finally:
         meter.write_text(f"{IDLE_W}\n")
 
