@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from concurrent import futures
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from device_agent.protocol import PROTOCOL_VERSION
 from device_agent.protocol import edgeloop_pb2 as pb
 from device_agent.protocol import edgeloop_pb2_grpc as rpc
-from device_agent.protocol.generate import REPO_ROOT, generate
+from device_agent.protocol.generate import REPO_ROOT, contract_of, generate
 from toolkit.errors import ProtocolMismatchError
 from toolkit.transport.grpc_client import DeviceClient
 
@@ -20,9 +21,25 @@ def test_generated_code_matches_the_proto(tmp_path: Path):
     fresh = generate(tmp_path)
     for path in fresh:
         committed = REPO_ROOT / "device_agent" / "protocol" / path.name
-        assert committed.read_text() == path.read_text(), (
+        assert contract_of(committed.read_text()) == contract_of(path.read_text()), (
             f"{committed.name} is stale: run `python -m device_agent.protocol.generate`"
         )
+
+
+def test_the_freshness_check_ignores_generator_versions_but_not_the_contract():
+    committed = (REPO_ROOT / "device_agent" / "protocol" / "edgeloop_pb2_grpc.py").read_text()
+    other_release = committed.replace("GRPC_GENERATED_VERSION = '", "GRPC_GENERATED_VERSION = '9")
+    assert other_release != committed
+    assert contract_of(other_release) == contract_of(committed)
+
+    pb2 = (REPO_ROOT / "device_agent" / "protocol" / "edgeloop_pb2.py").read_text()
+    renamed_field = pb2.replace("device_id", "device_ix", 1)
+    assert renamed_field != pb2
+    assert contract_of(renamed_field) != contract_of(pb2)
+    newer_protobuf = re.sub(r"(# Protobuf Python Version:) \S+", r"\1 9.0.0", pb2)
+    newer_protobuf = re.sub(r"(Domain\.PUBLIC,\s*)\d+", r"\g<1>9", newer_protobuf)
+    assert newer_protobuf != pb2
+    assert contract_of(newer_protobuf) == contract_of(pb2)
 
 
 class _FutureAgent(rpc.DeviceAgentServicer):

@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from device_agent.protocol import edgeloop_pb2 as pb
 from toolkit.errors import ConfigError, ErrorKind

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 EVERY_BYTES = 8 << 20
 """Writeback is started each time this many bytes were written since the last start."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 ALIGN = 16
 START_BYTES = 64 * 1024

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from device_agent.measure import memory
 from device_agent.measure.device_state import cpu_freq_mhz, device_state, other_cpus

@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import IO, Any, Callable, Optional
+from collections.abc import Callable
+from typing import IO, Any, Optional
 
 from google.protobuf import json_format
 

@@ -17,8 +17,9 @@ The time spent in both is reported as `ThermalStats.cooldown_waited_s`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from device_agent.protocol import edgeloop_pb2 as pb
 

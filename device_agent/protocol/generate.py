@@ -6,6 +6,7 @@ Run from anywhere: ``python -m device_agent.protocol.generate``. Needs grpcio-to
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -34,6 +35,24 @@ def generate(out_dir: Path = REPO_ROOT) -> list[Path]:
         raise RuntimeError(f"protoc failed with exit code {code} on {PROTO}")
     target = out_dir / rel.parent
     return [target / "edgeloop_pb2.py", target / "edgeloop_pb2_grpc.py"]
+
+
+# What a generator release stamps into its output, apart from the contract: the protobuf and
+# grpcio versions it was made with (each a minimum the runtime checks). The check that the
+# committed code is fresh compares the rest, so a new patch release of grpcio-tools does not
+# fail it while any change to the .proto does.
+_GENERATOR_STAMPS = (
+    re.compile(r"^# Protobuf Python Version: .*$", re.M),
+    re.compile(r"ValidateProtobufRuntimeVersion\(\s*_runtime_version\.Domain\.PUBLIC,[\s\d,]*"),
+    re.compile(r"^GRPC_GENERATED_VERSION = '[^']*'$", re.M),
+)
+
+
+def contract_of(source: str) -> str:
+    """Generated source with the generator's version stamps masked (see ``_GENERATOR_STAMPS``)."""
+    for stamp in _GENERATOR_STAMPS:
+        source = stamp.sub("<generator version>", source)
+    return source
 
 
 if __name__ == "__main__":

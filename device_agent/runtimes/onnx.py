@@ -6,7 +6,8 @@ import json
 import os
 import tempfile
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -15,7 +15,8 @@ power figure: the DUT reports none, and no energy meter is read (never invented)
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from device_agent.measure.inputs import benchmark_inputs
 from device_agent.measure.options import validate, with_defaults

@@ -10,8 +10,9 @@ came.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, TypeVar
+from typing import Optional, TypeVar
 
 from device_agent.serial_dut import protocol as p
 from device_agent.serial_dut.link import DEFAULT_BAUD, LineTimeout, SerialLink

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
+from collections.abc import Callable
 
 from device_agent import __version__ as AGENT_VERSION
 from device_agent.protocol import PROTOCOL_VERSION

@@ -16,7 +16,8 @@ import shutil
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 from toolkit.paths import edgeloop_home
 from toolkit.search.base import Candidate, canonical_json

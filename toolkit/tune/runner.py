@@ -11,7 +11,8 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 from toolkit.errors import AgentTimeoutError, AgentUnreachableError, SetupError
 from toolkit.results.store import ResultsStore

@@ -10,8 +10,9 @@ their mean, which is the centroid moving by the cluster's average update.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -8,8 +8,9 @@ with neither, the current model (e.g. recovering a pruned model from the origina
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn

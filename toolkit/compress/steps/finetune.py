@@ -7,8 +7,9 @@ back after every optimizer step, so the sparsity the recipe asked for survives t
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn

@@ -17,7 +17,8 @@ source, and the published configuration and parameter count that prove it faithf
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 from torch import nn
 

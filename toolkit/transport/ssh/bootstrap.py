@@ -13,7 +13,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
+from collections.abc import Callable
 
 from toolkit.devices.info import DeviceInfo
 from toolkit.devices.profile import DeviceProfile, SshConfig

@@ -168,7 +168,7 @@ class SshConnection:
             reader.join(timeout_s)
             status = chan.recv_exit_status()
             chan.close()
-        except socket.timeout:
+        except TimeoutError:
             raise AgentTimeoutError(
                 f"{self.endpoint}: command did not finish within {timeout_s:g} s: {command[:80]}"
             ) from None
@@ -234,7 +234,7 @@ def _drain(recv, sink: list[bytes]) -> None:  # noqa: ANN001 - a paramiko recv m
 def _drain_quietly(recv, sink: list[bytes]) -> None:  # noqa: ANN001
     try:
         _drain(recv, sink)
-    except (socket.timeout, OSError, EOFError):
+    except (TimeoutError, OSError, EOFError):
         return
 
 

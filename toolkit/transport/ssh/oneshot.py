@@ -12,7 +12,8 @@ import json
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
+from collections.abc import Callable
 
 from google.protobuf import json_format
 

@@ -23,7 +23,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 from toolkit.devices.profile import DeviceProfile
 from toolkit.errors import ConfigError, ExportError

@@ -24,7 +24,8 @@ as multiplication.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import torch
 from torch.fx import GraphModule, Node
