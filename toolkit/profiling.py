@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
-from collections.abc import Callable
 
 from device_agent.protocol import edgeloop_pb2 as pb
 from toolkit.devices.connect import open_device, resolve_profile

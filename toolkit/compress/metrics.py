@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from toolkit.export.plan import QuantizationPlan
+from toolkit.hash_index import file_sha256 as file_sha256  # its one owner; re-exported
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -114,13 +115,4 @@ def state_sha256(model: nn.Module) -> str:
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()

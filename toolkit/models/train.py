@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
 from collections.abc import Callable
+from typing import Optional
 
 import torch
 from torch import nn

@@ -1,13 +1,15 @@
-"""Model files on the host: format from the extension and content, sha256 digest."""
+"""Model files on the host: format from the extension and content, sha256 digest (computed
+by `toolkit.hash_index`, which keeps a persistent index so an unchanged file is not re-read)."""
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
 from pathlib import Path
 
 from device_agent.protocol.formats import detect_format
 from toolkit.errors import ModelFileError
+from toolkit.hash_index import file_sha256
+
+__all__ = ["EXTENSIONS", "file_sha256", "model_format"]
 
 EXTENSIONS = {".tflite": "tflite", ".onnx": "onnx", ".pt2": "pt2", ".pte": "pte"}
 
@@ -30,18 +32,3 @@ def model_format(path: Path) -> str:
             f"{path}: does not look like a {fmt} model (its first bytes do not match)"
         )
     return fmt
-
-
-@lru_cache(maxsize=256)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file (memoised on path, size and mtime)."""
-    st = Path(path).stat()
-    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)

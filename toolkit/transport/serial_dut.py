@@ -18,12 +18,11 @@ reports none, and no energy meter is read).
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Union
-from collections.abc import Callable
 
 from device_agent import __version__ as AGENT_VERSION
 from device_agent.protocol import PROTOCOL_VERSION

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from toolkit.hash_index import file_sha256
 from toolkit.search.base import canonical_json
 
 
@@ -66,14 +67,6 @@ def widths_or_empty(module: Any, input_shape: tuple[int, ...]) -> dict[str, int]
         return prunable_layers(module, input_shape)
     except (RecipeError, RuntimeError, TypeError, AttributeError, NotImplementedError):
         return {}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def intact(stored: dict[str, Any]) -> bool:

@@ -14,10 +14,10 @@ import json
 import os
 import shutil
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
-from collections.abc import Callable
 
 from toolkit.paths import edgeloop_home
 from toolkit.search.base import Candidate, canonical_json

@@ -16,9 +16,9 @@ source, and the published configuration and parameter count that prove it faithf
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
-from collections.abc import Callable
 
 from torch import nn
 

@@ -6,8 +6,8 @@ The blocks follow torchvision's `ops.misc.Conv2dNormActivation` / `SqueezeExcita
 
 from __future__ import annotations
 
-from typing import Optional
 from collections.abc import Callable
+from typing import Optional
 
 import torch
 from torch import nn

@@ -11,10 +11,10 @@ import json
 import shlex
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
-from collections.abc import Callable
 
 from toolkit.devices.info import DeviceInfo
 from toolkit.devices.profile import DeviceProfile, SshConfig

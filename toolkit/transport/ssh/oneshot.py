@@ -10,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional, Union
-from collections.abc import Callable
 
 from google.protobuf import json_format
 

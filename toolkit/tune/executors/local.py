@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Optional
-from collections.abc import Callable
 
 from toolkit.search.base import Candidate
 from toolkit.tune.build import Builder
