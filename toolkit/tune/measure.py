@@ -10,13 +10,12 @@ like any other; a device that cannot be reached ends the run (it can be resumed)
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
-from collections.abc import Callable
 
 from toolkit.devices.precedence import resolve_options
 from toolkit.devices.profile import DeviceProfile

@@ -19,12 +19,11 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
-from collections.abc import Callable
 
 from toolkit.devices.profile import DeviceProfile
 from toolkit.errors import ConfigError, ExportError
