@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
-from collections.abc import Callable
 
-from toolkit.errors import AgentTimeoutError, AgentUnreachableError, SetupError
+from toolkit.db.runs import resume_command
+from toolkit.errors import (
+    AgentTimeoutError,
+    AgentUnreachableError,
+    DatabaseUnreachableError,
+    SetupError,
+)
 from toolkit.results.store import ResultsStore
 from toolkit.search import make_strategy
 from toolkit.search.base import Candidate, CandidateKind, Trial, TrialStatus
@@ -93,9 +99,9 @@ def run_tune(config: TuneConfig, store: Optional[ResultsStore] = None,
                           {t.candidate.key: t for t in db.trials()}, executor)
         try:
             history, budgets, stopped = _search(session, loaded, started)
-        except (AgentUnreachableError, AgentTimeoutError) as exc:
+        except (AgentUnreachableError, AgentTimeoutError, DatabaseUnreachableError) as exc:
             raise type(exc)(f"{exc}; the run is saved, continue it with "
-                            f"`edgeloop tune --resume {config.run_id}`") from None
+                            f"`{resume_command(config.run_id, config.out_dir)}`") from None
         finally:
             measurer.close()
         return finish(session, history, budgets, stopped)
@@ -171,6 +177,8 @@ def run_trial(session: Session, candidate: Candidate, number: int,
     session.live.running(number, candidate, "building")
     try:
         built = session.builder.build(candidate)
+    except DatabaseUnreachableError:  # storing the build failed, not the build: the run stops
+        raise
     except Exception as exc:  # noqa: BLE001 - a failed build is a result the search ranks
         trial = Trial(number, candidate, TrialStatus.BUILD_FAILED, _one_line(exc),
                       elapsed_s=time.monotonic() - started)
