@@ -32,10 +32,11 @@ class AgentProcess:
     """A spawned `python -m device_agent serve` on a free loopback port."""
 
     def __init__(
-        self, cache_dir: Path, extra_args: tuple[str, ...] = (), env: Optional[dict] = None
+        self, cache_dir: Path, extra_args: tuple[str, ...] = (), env: Optional[dict] = None,
+        python: Optional[str] = None,
     ):
         cmd = [
-            sys.executable,
+            python or sys.executable,
             "-m",
             "device_agent",
             "serve",
@@ -114,6 +115,7 @@ def local_agent(
     extra_args: tuple[str, ...] = (),
     env: Optional[dict] = None,
     name: str = "local",
+    python: Optional[str] = None,
 ) -> Iterator[DeviceClient]:
     """Starts a real agent on 127.0.0.1 (free port), yields a client to it, stops it after.
 
@@ -122,11 +124,13 @@ def local_agent(
             between runs so a model already pushed is not sent again.
         extra_args: more `serve` arguments (e.g. ("--device-id", "slow-box")).
         env: extra environment for the agent process.
+        python: the interpreter that runs the agent (default: this one, `sys.executable`);
+            another Python with edgeloop installed, e.g. a device's version in a venv.
     """
     from toolkit.transport.grpc_client import DeviceClient
 
     cache_dir = Path(cache_dir) if cache_dir else edgeloop_home() / "local-agent"
-    agent = AgentProcess(cache_dir, extra_args, env)
+    agent = AgentProcess(cache_dir, extra_args, env, python)
     try:
         client = DeviceClient(agent.address, name=name)
     except BaseException:
