@@ -10,15 +10,16 @@ from torch.utils.data import DataLoader, TensorDataset
 
 @dataclass
 class Dataset:
-    """A classification dataset held in memory.
+    """A dataset held in memory: inputs and targets (class labels unless they are floats).
 
     Attributes:
         name: where it came from (`digits`, a file path, `module:function`).
         train_x: training inputs, float32, shape (N, *input_shape).
-        train_y: training labels, int64, shape (N,).
+        train_y: training targets: int64 labels, shape (N,) for classes (or (N, H, W) masks,
+            (N, T) token ids), or float32 values (regression, denoising).
         test_x: test inputs, float32, shape (M, *input_shape).
-        test_y: test labels, int64, shape (M,).
-        num_classes: number of classes (labels are 0..num_classes-1).
+        test_y: test targets, as train_y.
+        num_classes: number of classes (labels are 0..num_classes-1); 0 for float targets.
         input_shape: one sample's shape without the batch dimension, e.g. (1, 8, 8).
     """
 
@@ -29,6 +30,11 @@ class Dataset:
     test_y: torch.Tensor
     num_classes: int
     input_shape: tuple[int, ...]
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether the targets are one integer class label per sample (a classifier's)."""
+        return not self.test_y.is_floating_point() and self.test_y.ndim == 1
 
     def train_loader(self, batch_size: int = 64, shuffle: bool = True, seed: int = 0) -> DataLoader:
         """Returns a loader over the training split (shuffled with a seeded generator)."""

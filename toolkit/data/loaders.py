@@ -25,7 +25,9 @@ def load_dataset(spec: Union[str, Path, Dataset]) -> Dataset:
             to 1x32x32, the input size of a mobile CNN); `digits-32-rgb` (`digits-32` with its
             one channel replicated to three: 3x32x32, the input of the zoo's image CNNs);
             a `.npz` file with `x` and `y`
-            (and optionally `x_test`, `y_test`; otherwise split 80/20 with seed 0);
+            (and optionally `x_test`, `y_test`; otherwise split 80/20 with seed 0); `y` may
+            be integer labels of any shape (classes, N x H x W masks, N x T token ids) or
+            float targets (regression, denoising: kept float32);
             `file.py:function` or `module:function` returning a DataLoader (split 80/20), a
             pair of DataLoaders (train, test) or a `Dataset`; or a `Dataset`, returned unchanged.
 
@@ -90,13 +92,19 @@ def _npz(path: Path) -> Dataset:
                 f"dataset {path}: missing array {key!r} (has {sorted(arrays)}); "
                 "expected x (inputs) and y (integer labels)"
             )
-    x, y = arrays["x"].astype(np.float32), arrays["y"].astype(np.int64)
+    x, y = arrays["x"].astype(np.float32), _targets(arrays["y"])
     if len(x) != len(y):
         raise ConfigError(f"dataset {path}: x has {len(x)} samples but y has {len(y)}")
     if "x_test" in arrays and "y_test" in arrays:
         return _make(str(path), x, y, arrays["x_test"].astype(np.float32),
-                     arrays["y_test"].astype(np.int64))
+                     _targets(arrays["y_test"]))
     return _split(str(path), x, y)
+
+
+def _targets(values: np.ndarray) -> np.ndarray:
+    """Float targets (regression, denoising) stay float32; anything else is int64 labels."""
+    values = np.asarray(values)
+    return values.astype(np.float32 if np.issubdtype(values.dtype, np.floating) else np.int64)
 
 
 def _from_callable(spec: str) -> Dataset:
@@ -130,7 +138,7 @@ def _drain(loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for batch in loader:
         xs.append(torch.as_tensor(batch[0]).float().numpy())
-        ys.append(torch.as_tensor(batch[1]).long().numpy())
+        ys.append(_targets(torch.as_tensor(batch[1]).numpy()))
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -142,7 +150,8 @@ def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
 
 
 def _make(name: str, x: np.ndarray, y: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> Dataset:
-    num_classes = int(max(y.max(initial=0), ty.max(initial=0))) + 1
+    labels = not np.issubdtype(y.dtype, np.floating)
+    num_classes = int(max(y.max(initial=0), ty.max(initial=0))) + 1 if labels else 0
     return Dataset(
         name=name,
         train_x=torch.from_numpy(np.ascontiguousarray(x)),

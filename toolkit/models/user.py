@@ -1,10 +1,10 @@
-"""The user's own models: `file.py:function`, `module:function`, or a torch.export `.pt2`."""
+"""The user's own models: `file.py:function` (its folder importable), `module:function`, or a
+torch.export `.pt2`."""
 
 from __future__ import annotations
 
+import functools
 import importlib
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,14 @@ from torch import nn
 
 from toolkit.errors import ModelFileError, SetupError
 from toolkit.models.checks import raised
+from toolkit.models.folder import folder_scope, import_file
 
 
 def resolve_callable(spec: str, what: str = "model") -> Callable[..., Any]:
     """Imports `path/to/file.py:function` or `package.module:function` and returns the function.
+
+    A file's folder is importable while it loads and while the function runs: `model.py` may
+    `from blocks import Bneck` beside it (`toolkit.models.folder`).
 
     Raises:
         ModelFileError: the file or module is missing, or has no such attribute.
@@ -29,16 +33,9 @@ def resolve_callable(spec: str, what: str = "model") -> Callable[..., Any]:
         path = Path(target).expanduser()
         if not path.is_file():
             raise ModelFileError(f"{what} {spec!r}: file {path} does not exist")
-        name = f"edgeloop_user_{abs(hash(str(path.resolve())))}"
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        if module_spec is None or module_spec.loader is None:
-            raise ModelFileError(f"{what} {spec!r}: cannot import {path}")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module
         try:
-            module_spec.loader.exec_module(module)
+            module = import_file(path)
         except Exception as exc:  # noqa: BLE001 - the user's file failed to import
-            sys.modules.pop(name, None)
             raise SetupError(f"{what} {spec!r}: importing {path.name} raised {raised(exc)}"
                              ) from None
     else:
@@ -51,7 +48,15 @@ def resolve_callable(spec: str, what: str = "model") -> Callable[..., Any]:
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ModelFileError(f"{what} {spec!r}: {target} has no callable {attr!r}")
-    return fn
+    if not target.endswith(".py"):
+        return fn
+
+    @functools.wraps(fn)
+    def in_folder(*args: Any, **kwargs: Any) -> Any:
+        with folder_scope(module):  # a sibling imported inside the function resolves too
+            return fn(*args, **kwargs)
+
+    return in_folder
 
 
 def load_callable_model(spec: str) -> nn.Module:
