@@ -10,11 +10,11 @@ of each run), the command that reproduces it, and its figures. A file written by
 the count when a run lacks it. A `--against` file holds two sides (the older commit first). A
 file of one run gives the run's value.
 
-What a section shows is declared in `SPECS` (patterns over a figure's dotted path, `*` any
-text; list items
-that carry a `page`, `model` or `name` are addressed by it: `pages[devices].cold.median_ms`);
-a file without a spec gets every figure. A pattern that matches nothing is an error naming the
-file and the pattern, so a renamed figure cannot silently empty a table.
+What a section shows is declared in `SPECS`: patterns over a figure's dotted path (`*` matches
+any text; a list item that carries a `page`, `model`, `name` or `device` is addressed by it, as
+in `pages[devices].cold.median_ms`), or a pivot (rows: the keys at a path; columns: sub-paths
+or their ratio). A file without a spec gets every figure. A pattern that matches nothing is an
+error naming the file and the pattern, so a renamed figure cannot silently empty a table.
 """
 
 from __future__ import annotations
@@ -321,7 +321,6 @@ def figures_table(rf: ResultsFile, table: Figures) -> list[str]:
         paths += [p for p in dict.fromkeys(found) if p not in paths]
     sides = rf.sides
     with_targets = any(any(target_and_met(s, p)) for s in sides for p in paths)
-    runs = "/".join(str(len(s.runs)) for s in sides)
     heads = ["figure"] + [
         (s.label or "value") + (f" ({len(s.runs)} runs)" if len(s.runs) > 1 else "")
         for s in sides
@@ -334,7 +333,6 @@ def figures_table(rf: ResultsFile, table: Figures) -> list[str]:
         if with_targets:
             cells += list(target_and_met(sides[-1], path))
         lines.append(_row(cells))
-    del runs
     return lines
 
 
