@@ -110,6 +110,11 @@ class ResultsStoreError(EdgeloopError, RuntimeError):
     """The results database cannot be used by this version (e.g. a newer schema)."""
 
 
+class DatabaseUnreachableError(ResultsStoreError, ConnectionError):
+    """The results database went away (a restart, a failover) and did not come back within
+    the retry bound (`toolkit.db.engine.retry_s()`); the message names it, password hidden."""
+
+
 class ExportError(EdgeloopError, RuntimeError):
     """Conversion to TFLite/ONNX failed, or the artifact disagrees with the torch model."""
 

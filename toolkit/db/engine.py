@@ -9,12 +9,22 @@ SQLite runs in WAL mode with a busy timeout; its write transactions start with
 through psycopg 3 (`postgresql+psycopg://`; a plain `postgresql://` is read as that).
 `write()` retries a transaction the database refused for contention, so concurrent writers
 lose nothing.
+
+A database this process has reached before and then loses (a PostgreSQL restarted for an
+upgrade or a failover) is waited for: `write()` and `read()` retry with backoff for
+`retry_s()` seconds (`EDGELOOP_DB_RETRY_S`, default `DEFAULT_RETRY_S`), saying so in one line
+on stderr, and raise `DatabaseUnreachableError` past that. A write retried after a lost
+connection may have committed already (the answer to COMMIT was lost with the connection):
+writes are upserts, or pass `done` to look for the row first. A database never reached in
+this process (a wrong host or port) fails at once.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +35,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
-from toolkit.errors import ResultsStoreError, SetupError
+from toolkit.errors import ConfigError, DatabaseUnreachableError, ResultsStoreError, SetupError
 from toolkit.paths import edgeloop_home
 
 ENV_VAR = "EDGELOOP_DB"
@@ -34,6 +44,13 @@ BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for the lock before the database says busy."""
 RETRIES = 8
 """Attempts of one write transaction refused for contention (busy, deadlock, serialization)."""
+RETRY_ENV = "EDGELOOP_DB_RETRY_S"
+DEFAULT_RETRY_S = 60.0
+"""How long a read or write waits for a database that went away (restart, failover), seconds."""
+CONNECT_TIMEOUT_S = 10
+"""How long one PostgreSQL connection attempt may take (unless the URL sets connect_timeout)."""
+BACKOFF_S = (0.25, 5.0)
+"""First and longest wait between two attempts to reach a database that went away, seconds."""
 
 EXPECTED = "expected e.g. sqlite:///path/results.db or postgresql+psycopg://user@host:5432/db"
 T = TypeVar("T")
@@ -45,12 +62,41 @@ class DatabaseURLError(ResultsStoreError, SetupError):
 
 _engines: dict[tuple[int, str], Engine] = {}
 _lock = threading.Lock()
+_reached: set[int] = set()  # id() of the engines that have connected once in this process
+_down_since: dict[int, float] = {}  # id() of an engine -> monotonic time its outage began
+_announced: set[int] = set()  # engines whose outage the stderr line has named already
+_selected: Optional[str] = None  # the URL --db gave (select_url), for commands we print
+
+
+def retry_s() -> float:
+    """How long to wait for a database that went away: `$EDGELOOP_DB_RETRY_S` seconds
+    (0: not at all), default `DEFAULT_RETRY_S` (60 s).
+
+    Raises:
+        ConfigError: the variable is not a number of seconds >= 0.
+    """
+    raw = os.environ.get(RETRY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_RETRY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"${RETRY_ENV}: expected seconds (a number >= 0), got {raw!r}")
+    return value
 
 
 def select_url(url: Optional[str]) -> None:
     """Makes `url` this process's database (and its children's, through `EDGELOOP_DB`)."""
+    global _selected
     if url:
-        os.environ[ENV_VAR] = normalize_url(url)
+        _selected = os.environ[ENV_VAR] = normalize_url(url)
+
+
+def selected_url() -> Optional[str]:
+    """The URL `select_url()` (the CLI's `--db`) chose in this process, else None."""
+    return _selected
 
 
 def resolve_url(url: Optional[Union[str, Path]] = None) -> str:
@@ -105,13 +151,24 @@ def _make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         _sqlite_setup(engine)
         return engine
-    try:
-        return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    try:  # pre-ping: a pooled connection the server closed (a restart) is replaced on checkout
+        timeout = (
+            {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_S}
+        )
+        engine = create_engine(
+            url, pool_pre_ping=True, pool_size=2, max_overflow=4, connect_args=timeout
+        )
     except (ArgumentError, NoSuchModuleError) as exc:
         raise DatabaseURLError(
             f"results database URL {parsed.render_as_string(hide_password=True)!r}: {exc}; "
             f"{EXPECTED}"
         ) from None
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(_dbapi_connection, _record) -> None:
+        _reached.add(id(engine))
+
+    return engine
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -148,26 +205,150 @@ def is_contention(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and ("locked" in text or "busy" in text)
 
 
-def write(engine: Engine, work: Callable[[Connection], T]) -> T:
+CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
+"""SQLSTATE (classes) of a server gone or going: connection exception, admin/crash shutdown,
+cannot connect now (starting up, shutting down)."""
+
+
+def is_unreachable(engine: Engine, exc: BaseException) -> bool:
+    """True when `exc` says the (client-server) database went away or is restarting: the
+    connection broke, was refused, or the server is shutting down or starting up. SQLite, a
+    file, is never unreachable this way."""
+    if not isinstance(exc, DBAPIError) or engine.dialect.name == "sqlite":
+        return False
+    if exc.connection_invalidated:
+        return True
+    code = getattr(exc.orig, "sqlstate", None)
+    if code is None:  # psycopg: refused, reset, "server closed the connection unexpectedly"
+        return isinstance(exc, OperationalError)
+    return code.startswith(CONNECTION_LOST)
+
+
+class _Outage:
+    """One call's wait for a database that went away: the backoff, and the deadline, which
+    every call on the engine shares (the outage began at its first failed call; the stderr line
+    is written once per outage; a call after the bound passed fails at its first attempt)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.bound_s = retry_s()
+        self.attempt = 0
+        where = engine.url.render_as_string(hide_password=True)
+        with _lock:
+            self.began = _down_since.setdefault(id(engine), time.monotonic())
+            self.announce = id(engine) not in _announced
+            _announced.add(id(engine))
+        self.where = where
+
+    def wait(self, exc: DBAPIError) -> None:
+        """Sleeps before the next attempt, or raises DatabaseUnreachableError past the bound."""
+        reason = _reason(exc)
+        left = self.began + self.bound_s - time.monotonic()
+        if left <= 0:
+            raise DatabaseUnreachableError(
+                f"results database {self.where} unreachable for {self.bound_s:g} s "
+                f"(${RETRY_ENV}): {reason}"
+            ) from None
+        if self.announce:
+            self.announce = False
+            sys.stderr.write(
+                f"edgeloop: results database {self.where} is unreachable ({reason}); "
+                f"retrying for up to {self.bound_s:g} s\n"
+            )
+            sys.stderr.flush()
+        first, longest = BACKOFF_S
+        pause = min(longest, first * 2**self.attempt) * (0.5 + random.random() / 2)
+        self.attempt += 1
+        time.sleep(min(pause, left))
+
+    @staticmethod
+    def ended(engine: Engine) -> None:
+        """The database answered: the next failure is a new outage."""
+        with _lock:
+            _down_since.pop(id(engine), None)
+            _announced.discard(id(engine))
+
+
+def _reason(exc: DBAPIError) -> str:
+    """The driver's message on one line, without SQLAlchemy's background link."""
+    text = " ".join(str(exc.orig or exc).split())
+    return text[:300]
+
+
+def _attempts(engine: Engine, attempt: Callable[[bool], T]) -> T:
+    """Runs `attempt(after_lost_connection)` until it returns: contention is retried
+    `RETRIES` times, a database that went away for `retry_s()` seconds (once it was reached
+    in this process); any other error is raised at once."""
+    outage: Optional[_Outage] = None
+    busy = 0
+    while True:
+        try:
+            result = attempt(outage is not None)
+        except DBAPIError as exc:
+            if is_contention(exc):
+                busy += 1
+                if busy == RETRIES:
+                    raise ResultsStoreError(
+                        f"{engine.url.render_as_string(hide_password=True)}: still busy after "
+                        f"{RETRIES} attempts: {exc.orig}"
+                    ) from exc
+                time.sleep(min(2.0, 0.05 * 2 ** (busy - 1)) * (0.5 + random.random()))
+                continue
+            if not (is_unreachable(engine, exc) and id(engine) in _reached):
+                raise
+            outage = outage or _Outage(engine)
+            outage.wait(exc)
+            continue
+        if outage is not None or id(engine) in _down_since:
+            _Outage.ended(engine)
+        return result
+
+
+def write(
+    engine: Engine,
+    work: Callable[[Connection], T],
+    done: Optional[Callable[[Connection], Optional[T]]] = None,
+) -> T:
     """Runs `work(conn)` in one committed transaction on `engine` and returns its result; a
-    transaction refused for contention is retried (up to `RETRIES` times, jittered backoff).
+    transaction refused for contention is retried (up to `RETRIES` times, jittered backoff),
+    and one that lost its database for up to `retry_s()` seconds (see the module doc).
+
+    Args:
+        engine: the database.
+        work: the transaction's statements; run again on a retry, so it must be idempotent
+            (an upsert) unless `done` is given.
+        done: for a write that is not idempotent (an INSERT of a new row): run first in a retry
+            after a lost connection, it finds what an earlier attempt committed and returns
+            `work`'s result for it, or None (then `work` runs).
 
     Raises:
         ResultsStoreError: still refused after every retry (the message names the database).
+        DatabaseUnreachableError: the database stayed away past `retry_s()`.
     """
-    for attempt in range(RETRIES):
-        try:
-            with engine.connect() as conn:
-                conn = conn.execution_options(sqlite_immediate=True)
-                with conn.begin():
-                    return work(conn)
-        except DBAPIError as exc:
-            if not is_contention(exc):
-                raise
-            if attempt == RETRIES - 1:
-                raise ResultsStoreError(
-                    f"{engine.url.render_as_string(hide_password=True)}: still busy after "
-                    f"{RETRIES} attempts: {exc.orig}"
-                ) from exc
-            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-    raise AssertionError("unreachable")
+
+    def attempt(after_lost_connection: bool) -> T:
+        with engine.connect() as conn:
+            conn = conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                if after_lost_connection and done is not None:
+                    found = done(conn)
+                    if found is not None:
+                        return found
+                return work(conn)
+
+    return _attempts(engine, attempt)
+
+
+def read(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Runs `work(conn)` (queries only) on a connection of `engine` and returns its result;
+    retried like `write()` while the database is away.
+
+    Raises:
+        DatabaseUnreachableError: the database stayed away past `retry_s()`.
+    """
+
+    def attempt(_after_lost_connection: bool) -> T:
+        with engine.connect() as conn:
+            return work(conn)
+
+    return _attempts(engine, attempt)

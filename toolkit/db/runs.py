@@ -3,13 +3,14 @@ points at the same database, from the `run.json` its `tune_runs` row keeps, unde
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from sqlalchemy import Engine, select
 
 from toolkit.db import schema
-from toolkit.db.engine import get_engine
+from toolkit.db.engine import display_url, get_engine, read, selected_url
 from toolkit.db.labels import current_tag, select_tag
 from toolkit.db.upgrade import ensure_current
 from toolkit.paths import edgeloop_home
@@ -42,8 +43,12 @@ def prepare_resume(
     engine = engine or get_engine()
     ensure_current(engine)
     t = schema.tune_runs
-    with engine.connect() as conn:
-        row = conn.execute(select(t.c.config_json, t.c.tag).where(t.c.run_id == run_id)).first()
+    row = read(
+        engine,
+        lambda conn: conn.execute(
+            select(t.c.config_json, t.c.tag).where(t.c.run_id == run_id)
+        ).first(),
+    )
     if row is None:
         return None
     if row.tag and current_tag() is None:
@@ -54,3 +59,17 @@ def prepare_resume(
     path = folder / RUN_FILE
     path.write_text(row.config_json)
     return path
+
+
+def resume_command(run_id: str, out_dir: Optional[Union[str, Path]] = None) -> str:
+    """The command that continues run `run_id`: `edgeloop tune --resume RUN_ID`, with the
+    `--db` this process was given (password hidden) and `--out` when not the default."""
+    words = ["edgeloop"]
+    url = selected_url()
+    if url:
+        words += ["--db", display_url(url)]
+    words += ["tune", "--resume", run_id]
+    default = edgeloop_home() / "runs"
+    if out_dir is not None and Path(out_dir).resolve() != default.resolve():
+        words += ["--out", str(out_dir)]
+    return shlex.join(words)

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from toolkit.db import schema
-from toolkit.db.engine import write
+from toolkit.db.engine import read, write
 from toolkit.errors import ResultsStoreError
 
 if TYPE_CHECKING:  # Alembic is imported only when a database needs migrating (CLI start)
@@ -68,8 +68,7 @@ def where(engine: Engine) -> str:
 
 def current_revision(engine: Engine) -> Optional[str]:
     """The database's Alembic revision; None for an empty (or sqlite3-era) database."""
-    with engine.connect() as conn:
-        return _stored_revision(conn)
+    return read(engine, _stored_revision)
 
 
 def _stored_revision(conn: Connection) -> Optional[str]:
@@ -100,17 +99,20 @@ def ensure_current(engine: Engine) -> None:
 
 def _at_head(engine: Engine, complete: bool) -> bool:
     """At this client's revision (and, with `complete`, no measurement column missing)."""
-    with engine.connect() as conn:
-        found = _stored_revision(conn)
-        mirrored = schema.SCHEMA_VERSION
-        if conn.dialect.name == "sqlite":
-            mirrored = conn.exec_driver_sql("PRAGMA user_version").scalar()
-        at_head = found == schema.revision_id(schema.SCHEMA_VERSION) and (
-            mirrored == schema.SCHEMA_VERSION
-        )
-        if at_head and complete:
-            have = {c["name"] for c in inspect(conn).get_columns("measurements")}
-            at_head = {c.name for c in schema.measurements.columns} <= have
+    return read(engine, lambda conn: _conn_at_head(conn, complete))
+
+
+def _conn_at_head(conn: Connection, complete: bool) -> bool:
+    found = _stored_revision(conn)
+    mirrored = schema.SCHEMA_VERSION
+    if conn.dialect.name == "sqlite":
+        mirrored = conn.exec_driver_sql("PRAGMA user_version").scalar()
+    at_head = found == schema.revision_id(schema.SCHEMA_VERSION) and (
+        mirrored == schema.SCHEMA_VERSION
+    )
+    if at_head and complete:
+        have = {c["name"] for c in inspect(conn).get_columns("measurements")}
+        at_head = {c.name for c in schema.measurements.columns} <= have
     return at_head
 
 

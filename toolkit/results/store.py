@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from sqlalchemy import Connection, or_, select
 
-from toolkit.db.engine import get_engine, write
+from toolkit.db.engine import get_engine, read, write
 from toolkit.db.labels import current_tag
 from toolkit.db.schema import FIXED, SCHEMA_VERSION
 from toolkit.db.schema import measurements as table
@@ -59,7 +59,8 @@ class ResultsStore:
         run_id: Optional[str] = None,
         extra: Optional[dict[str, Any]] = None,
     ) -> int:
-        """Writes one measurement now (committed before returning); returns its row id."""
+        """Writes one measurement now (committed before returning), once even when the
+        database went away and the write was retried; returns its row id."""
         row = measurement.to_row()
         values: dict[str, Any] = {
             name: int(value) if isinstance(value, bool) else value for name, value in row.items()
@@ -75,7 +76,18 @@ class ResultsStore:
         def insert(conn: Connection) -> int:
             return int(conn.execute(table.insert().values(values)).inserted_primary_key[0])
 
-        return write(self.engine, insert)
+        def inserted(conn: Connection) -> Optional[int]:
+            """The row an attempt whose COMMIT's answer was lost did write (the record holds
+            the measurement's time and raw samples: no other row has the same)."""
+            c = table.c
+            same = [c.model_sha256 == values["model_sha256"], c.device_id == values["device_id"]]
+            same += [c.run_id.is_(None) if run_id is None else c.run_id == run_id]
+            found = conn.execute(
+                select(c.id).where(*same, c.record_json == values["record_json"]).limit(1)
+            ).scalar()
+            return None if found is None else int(found)
+
+        return write(self.engine, insert, done=inserted)
 
     def query(
         self,
@@ -98,8 +110,7 @@ class ResultsStore:
             sql = sql.where(c.run_id == run_id)
         if tag:
             sql = sql.where(c.tag == tag)
-        with self.engine.connect() as conn:
-            frame = pd.DataFrame(conn.execute(sql).all(), columns=names)
+        frame = pd.DataFrame(read(self.engine, lambda conn: conn.execute(sql).all()), columns=names)
         frame = frame.astype(object).where(frame.notna(), None)
         for name in _FLAT:  # numbers as numbers even where every row is NULL
             if table.c[name].type.python_type in (int, float) and name not in _BOOLEAN:
@@ -112,10 +123,8 @@ class ResultsStore:
 
     def record(self, row_id: int) -> Measurement:
         """The full measurement (raw samples included) stored under a row id."""
-        with self.engine.connect() as conn:
-            found = conn.execute(
-                select(table.c.record_json).where(table.c.id == int(row_id))
-            ).scalar()
+        sql = select(table.c.record_json).where(table.c.id == int(row_id))
+        found = read(self.engine, lambda conn: conn.execute(sql).scalar())
         if found is None:
             raise KeyError(f"no measurement with id {row_id} in {self.url}")
         return Measurement.from_json(json.loads(found))
@@ -132,6 +141,5 @@ class ResultsStore:
             .order_by(c.id.desc())
             .limit(1)
         )
-        with self.engine.connect() as conn:
-            found = conn.execute(sql).scalar()
+        found = read(self.engine, lambda conn: conn.execute(sql).scalar())
         return Measurement.from_json(json.loads(found)) if found else None

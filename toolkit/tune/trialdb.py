@@ -2,11 +2,13 @@
 the run id, written at once.
 
 Each write is its own committed transaction, so a host killed with `kill -9` loses at most the
-trial it was working on. On resume (`edgeloop tune --resume RUN_ID`, from this host or any other
-pointed at the same database) the runner answers stored trials from here, and a trial
-interrupted half-way finds its build, its measurements and its accuracy here instead of making
-them again. The run's folder keeps `trials.sqlite`, a small SQLite file naming the database and
-run id its trials live under (where earlier versions kept the trials themselves).
+trial it was working on. Every write is an upsert keyed by the run id and the row's own key, so
+one retried after the database went away (`toolkit.db.engine.write`) is stored once. On
+resume (`edgeloop tune --resume RUN_ID`, from this host or any other pointed at the same
+database) the runner answers stored trials from here, and a trial interrupted half-way finds
+its build, its measurements and its accuracy here instead of making them again. The run's
+folder keeps `trials.sqlite`, a small SQLite file naming the database and run id its trials
+live under (where earlier versions kept the trials themselves).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Optional, Union
 from sqlalchemy import Connection, select
 
 from toolkit.db import schema
-from toolkit.db.engine import get_engine, write
+from toolkit.db.engine import get_engine, read, write
 from toolkit.db.labels import current_tag
 from toolkit.db.upgrade import ensure_current
 from toolkit.db.upsert import upsert
@@ -90,8 +92,7 @@ class TrialDB:
         sql = select(table.c.json).where(table.c.run_id == self.run_id)
         for name, value in keys.items():
             sql = sql.where(table.c[name] == value)
-        with self.engine.connect() as conn:
-            found = conn.execute(sql).scalar()
+        found = read(self.engine, lambda conn: conn.execute(sql).scalar())
         return json.loads(found) if found is not None else None
 
     # -- trials --------------------------------------------------------------------------
@@ -105,8 +106,7 @@ class TrialDB:
         """Every stored trial, in trial-number order."""
         t = schema.trials
         sql = select(t.c.json).where(t.c.run_id == self.run_id).order_by(t.c.number)
-        with self.engine.connect() as conn:
-            rows = conn.execute(sql).scalars().all()
+        rows = read(self.engine, lambda conn: conn.execute(sql).scalars().all())
         return [Trial.from_json(json.loads(r)) for r in rows]
 
     # -- measurements (the per-run cache; the results store is the cross-run one) -----------
@@ -129,9 +129,9 @@ class TrialDB:
 
     def measurements(self) -> list[Measurement]:
         t = schema.trial_measurements
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(t.c.json).where(t.c.run_id == self.run_id)).scalars()
-            return [Measurement.from_json(json.loads(r)) for r in rows]
+        sql = select(t.c.json).where(t.c.run_id == self.run_id)
+        rows = read(self.engine, lambda conn: conn.execute(sql).scalars().all())
+        return [Measurement.from_json(json.loads(r)) for r in rows]
 
     # -- builds and accuracy -------------------------------------------------------------
     def put_build(self, recipe_key: str, record: dict[str, Any]) -> None:
