@@ -1,9 +1,11 @@
 """Rows per second written to the results database by concurrent writer processes:
-PostgreSQL 15 (started here, durable: fsync and synchronous_commit on) vs SQLite (WAL,
-synchronous=NORMAL, one shared file).
+PostgreSQL 15 (started here, durable: fsync and synchronous_commit on) vs SQLite (one shared
+file, its journal mode and synchronous level as the results store's engine sets them, read
+back and recorded).
 
 Each writer is its own process with its own EDGELOOP_HOME, appending one real measurement
-(profiled once on the local agent) row by row through `ResultsStore.append` — one committed
+(profiled once on the local agent, carrying the agent's default number of raw samples, as a
+row `profile` writes does) row by row through `ResultsStore.append` — one committed
 transaction per row, as profile / tune / validate write — all starting at the same instant.
 Rows/s = all rows / (last writer done - common start). Every row is counted back afterwards.
 
@@ -28,10 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-KEEP_SAMPLES = 1000
-"""Raw latency samples in the row's JSON record. The agent's default (10,000) makes
-`Measurement.to_json()` (dataclasses.asdict over every sample) cost more than the write itself
-on this machine; the benchmark is about the database."""
+
+def default_samples() -> int:
+    """Raw latency samples a row carries by default: the agent's `keep_samples` default, read
+    from the one place it is stated (a row as `profile` writes it with default options)."""
+    from device_agent.measure.options import DEFAULTS
+
+    return DEFAULTS.keep_samples
 
 WORKER = """
 import json, sys, time
@@ -49,16 +54,33 @@ print(json.dumps({"done": time.time()}))
 
 
 def real_measurement(folder: Path) -> Any:
-    """One measurement of a tiny CNN (.onnx) on the local agent: the row every writer writes."""
+    """One measurement of a tiny CNN (.onnx) on the local agent: the row every writer writes.
+    It runs as many times as a row keeps samples by default, so the row carries that many
+    (keep_samples is left at the agent's default)."""
     from tests.model_files import build_onnx, tiny_cnn
     from toolkit.measurement import BenchmarkOptions
     from toolkit.profiling import profile_model
 
     model = build_onnx(tiny_cnn(), folder / "tiny.onnx")
-    options = BenchmarkOptions(
-        warmup_runs=3, min_runs=20, min_seconds=0.2, idle_seconds=0, keep_samples=KEEP_SAMPLES
-    )
-    return profile_model(model, "local", options, store=False)
+    samples = default_samples()
+    options = BenchmarkOptions(warmup_runs=3, min_runs=samples, min_seconds=0.2, idle_seconds=0)
+    found = profile_model(model, "local", options, store=False)
+    kept = len(found.latency.samples_ms) if found.ok and found.latency else 0
+    if kept != samples:
+        raise RuntimeError(f"the row carries {kept} raw samples, expected the default {samples}")
+    return found
+
+
+def sqlite_settings(url: str) -> str:
+    """The journal mode and synchronous level a results-store connection to `url` has, as
+    the engine configures it (read back, not restated)."""
+    from toolkit.db.engine import get_engine
+
+    with get_engine(url).connect() as conn:
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+        level = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+    names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+    return f"journal_mode={str(mode).upper()}, synchronous={names.get(level, level)}"
 
 
 def run_writers(url: str, record_file: Path, writers: int, rows: int, folder: Path) -> dict:
@@ -117,13 +139,17 @@ def measure_db_writes(writers: int = 4, rows: int = 500) -> dict[str, Any]:
     os.environ.setdefault("EDGELOOP_HOME", str(folder / "home"))
     record_file = folder / "record.json"
     record_file.write_text(json.dumps(real_measurement(folder).to_json()))
+    sqlite_url = f"sqlite:///{folder / 'shared' / 'results.db'}"
+    sqlite = run_writers(sqlite_url, record_file, writers, rows, folder / "sqlite")
+    settings = sqlite_settings(sqlite_url)
     out: dict[str, Any] = {
         "method": f"{writers} processes x {rows} rows, one committed transaction per row "
-        f"(ResultsStore.append, {KEEP_SAMPLES} raw samples in each record); PostgreSQL "
-        "fsync+synchronous_commit on; SQLite WAL, synchronous=NORMAL",
+        f"(ResultsStore.append, {default_samples():,} raw samples in each record, the "
+        "agent's default keep_samples); PostgreSQL fsync+synchronous_commit on; SQLite "
+        f"{settings} (as the results store's engine sets it)",
+        "samples_per_row": default_samples(),
+        "sqlite": {**sqlite, "settings": settings},
     }
-    sqlite_url = f"sqlite:///{folder / 'shared' / 'results.db'}"
-    out["sqlite"] = run_writers(sqlite_url, record_file, writers, rows, folder / "sqlite")
     reason = unavailable()
     if reason:
         out["postgresql"] = {"skipped": reason}

@@ -1,9 +1,9 @@
 """Shared bits of the benchmarks: provenance (commit, machine, time), result files, a table.
 
 Every bench JSON carries `provenance()`: the git commit and whether the tree was dirty, the
-machine (CPU model, cores, memory, OS, Python, runtime versions), the load average when the
-run started, and the time. `EDGELOOP_BENCH_RESULTS` redirects the result files to another
-folder (`bench/repeat.py` uses it to keep each run's JSON apart).
+machine (CPU model, cores, memory, OS, Python, runtime versions), the load averages when the
+script started and when it wrote the file, and the time. `EDGELOOP_BENCH_RESULTS` redirects
+the result files to another folder (`bench/repeat.py` uses it to keep each run's JSON apart).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 RESULTS_ENV = "EDGELOOP_BENCH_RESULTS"
+LOAD_AT_START = [round(x, 2) for x in os.getloadavg()]
+"""The 1-, 5- and 15-minute load averages when the bench script started (it imports this)."""
 RUNTIMES = ("torch", "ai-edge-litert", "litert-torch", "onnxruntime", "grpcio", "numpy",
             "optuna")
 
@@ -70,7 +72,7 @@ def machine() -> dict[str, Any]:
 
 def provenance() -> dict[str, Any]:
     """What a bench JSON records about where and when it was made."""
-    return {"git": git_state(), "machine": machine(),
+    return {"git": git_state(), "machine": machine(), "load_avg_1_5_15_at_start": LOAD_AT_START,
             "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "unix_time": time.time()}
 
 

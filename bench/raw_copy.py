@@ -1,9 +1,14 @@
 """The raw TCP copy a push is measured against: the sender `sendfile`s the file; the receiver
 writes what it receives (sha256'ing it too, with `verify`), fsyncs, and answers one byte.
 
-bench_core runs the receiver on a thread on loopback; push_link runs this file as a process
-inside a network namespace: `python bench/raw_copy.py HOST DEST SIZE` prints its port, then
-receives copies until killed. Standard library only, so it runs anywhere the agent does.
+Both ends run as processes of their own, as a push's client and agent do:
+
+    python bench/raw_copy.py serve HOST DEST SIZE [--verify]   # prints its port, then
+                                                                # receives copies until killed
+    python bench/raw_copy.py send HOST PORT PATH                # one copy; prints its MB/s
+
+bench_core runs both on loopback, a fresh sender process per round; push_link runs the
+receiver inside a network namespace. Standard library only, so it runs anywhere the agent does.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import time
 from pathlib import Path
 
 RECV_BYTES = 1 << 20
+USAGE = ("usage: raw_copy.py serve HOST DEST SIZE [--verify]\n"
+         "       raw_copy.py send HOST PORT PATH")
 
 
 def receive_file(conn: socket.socket, dest: Path | str, size: int, verify: bool = False) -> None:
@@ -46,7 +53,7 @@ def send_file_mb_s(address: tuple[str, int], path: Path) -> float:
     return path.stat().st_size / 2**20 / elapsed
 
 
-def serve(host: str, dest: str, size: int) -> None:
+def serve(host: str, dest: str, size: int, verify: bool = False) -> None:
     """Prints the port it listens on, then receives one copy per connection, forever."""
     server = socket.socket()
     server.bind((host, 0))
@@ -54,8 +61,17 @@ def serve(host: str, dest: str, size: int) -> None:
     print(server.getsockname()[1], flush=True)
     while True:
         conn, _ = server.accept()
-        receive_file(conn, dest, size)
+        receive_file(conn, dest, size, verify)
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["serve"] and len(argv) in (4, 5) and argv[4:] in ([], ["--verify"]):
+        serve(argv[1], argv[2], int(argv[3]), verify=argv[4:] == ["--verify"])
+    elif argv[:1] == ["send"] and len(argv) == 4:
+        print(send_file_mb_s((argv[1], int(argv[2])), Path(argv[3])), flush=True)
+    else:
+        raise SystemExit(USAGE)
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1:])
