@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-READY = re.compile(r"edgeloop dashboard on (http://\S+/)")
+READY = re.compile(r"edgeloop dashboard on (https?://\S+/)")
 START_TIMEOUT_S = 60.0
 
 
@@ -104,6 +105,23 @@ def dashboard_server(
         yield server
     finally:
         server.stop()
+
+
+def wait_until(page, expression: str, timeout_s: float = 30.0) -> None:
+    """Polls the JavaScript `expression` in `page` until it is true.
+
+    Playwright's `wait_for_function` compiles its predicate with `eval` inside the page, which
+    the dashboard's Content-Security-Policy forbids (`script-src 'self'`); `page.evaluate`
+    runs through the DevTools protocol, which the policy does not govern.
+
+    Raises:
+        TimeoutError: still false after `timeout_s` seconds (the expression is named).
+    """
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{expression!r} still false after {timeout_s:.0f} s")
+        page.wait_for_timeout(200)
 
 
 def screenshot(page, name: str) -> None:

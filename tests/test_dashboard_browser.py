@@ -22,12 +22,18 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import yaml
 
 from tests.ab_models import IDLE_S, build_pair, edgeloop
-from tests.fixtures_browser import chromium, dashboard_server, screenshot  # noqa: F401
+from tests.fixtures_browser import (  # noqa: F401 (chromium: a fixture)
+    chromium,
+    dashboard_server,
+    screenshot,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 QUICK = ["--runs", "20", "--warmup", "3", "--min-seconds", "0.2"]
@@ -184,8 +190,11 @@ def _free_port() -> int:
 def server(lab):
     # The database changes under the pages (tune runs in the background): every request
     # reads the lists of devices and models again (--lists-ttl 0) so counts are exact.
+    # validate wrote its reports into the lab's folder, the one gate reports are served from.
     with dashboard_server(
-        lab.url, env={"EDGELOOP_PROFILES": str(lab.profiles)}, args=("--lists-ttl", "0")
+        lab.url,
+        env={"EDGELOOP_PROFILES": str(lab.profiles)},
+        args=("--lists-ttl", "0", "--reports-dir", str(lab.root)),
     ) as srv:
         yield srv
 
@@ -207,15 +216,13 @@ def test_tuning_page_shows_new_trials_while_the_run_is_in_progress(lab, server, 
         time.sleep(0.5)
     run_id = lab.rows("SELECT run_id FROM tune_runs")[0][0]
     page.goto(server.url + "tuning")
-    page.click(f"#tune-runs a[href='/tuning/{run_id}']")
+    page.click(f"#tune-runs a[href='/tuning/{quote(run_id, safe='')}']")
     first = int(page.text_content("#trial-count"))
     # The page fetches /api/tuning/RUN every few seconds: more trials appear without a reload.
-    page.wait_for_function(
-        f"Number(document.body.dataset.refreshed || 0) > {first}", timeout=300_000
-    )
+    wait_until(page, f"Number(document.body.dataset.refreshed || 0) > {first}", 300)
     lab.wait_tune()
     stored = lab.rows("SELECT count(*) FROM trials WHERE run_id = ?", run_id)[0][0]
-    page.wait_for_function(f"Number(document.body.dataset.refreshed) === {stored}", timeout=30_000)
+    wait_until(page, f"Number(document.body.dataset.refreshed) === {stored}", 30)
     assert page.locator("#trials tr").count() == stored + 1  # and the header
     assert page.locator("#pareto.js-plotly-plot").count() == 1
     assert page.locator("#trajectory.js-plotly-plot").count() == 1
@@ -234,7 +241,7 @@ def test_tuning_page_shows_new_trials_while_the_run_is_in_progress(lab, server, 
 
 def test_devices_page_asks_every_fleet_agent_and_lists_measured_devices(lab, server, page):
     page.goto(server.url + "devices")
-    page.wait_for_function("document.body.dataset.live === 'done'", timeout=30_000)
+    wait_until(page, "document.body.dataset.live === 'done'", 30)
     pi = page.locator("tr[data-device='lab-pi']")
     assert pi.locator(".live-status").text_content() == "up"
     assert pi.locator(".live-id").text_content() == "lab-pi-01"
