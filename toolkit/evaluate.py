@@ -116,17 +116,8 @@ def evaluate_on_device(
     """
     artifact = Path(artifact)
     check_artifact_fits(artifact, data, metric)
-    sha = client.push(artifact)
+    sha, device_outs = infer_dataset(artifact, data, client, runtime, batch_size)
     x = data.test_x.numpy().astype(np.float32)
-    batches: list[list[np.ndarray]] = []
-    for start in range(0, len(x), batch_size):
-        chunk = x[start : start + batch_size]
-        outs = client.infer(sha, [chunk], runtime=runtime)
-        batches.append([np.asarray(o, dtype=np.float32) for o in outs])
-    device_outs = [np.concatenate(parts) for parts in zip(*batches, strict=True)]
-    if not device_outs or len(device_outs[0]) != len(x):
-        got = len(device_outs[0]) if device_outs else 0
-        raise AgentError(f"{artifact}: device returned {got} outputs for {len(x)}")
     device_out = device_outs[0].reshape(len(x), -1)
     labels = data.test_y.numpy()
     classes = data.has_labels and quality.is_classifier_output(device_out)
@@ -152,7 +143,7 @@ def evaluate_on_device(
                 device_out, reference.reshape(len(x), -1))
     if metric is not None:
         result.metric = metric
-        result.metric_device = metric.compute(_outputs(device_outs), labels)
+        result.metric_device = metric.compute(as_metric_outputs(device_outs), labels)
         if reference is not None:
             result.metric_host = metric.compute(reference, labels)
             result.metric_host_basis = f"reference model {reference_name}".strip()
@@ -164,7 +155,30 @@ def evaluate_on_device(
     return result
 
 
-def _outputs(outs: list[np.ndarray]) -> Any:
+def infer_dataset(artifact: Path, data: Dataset, client: Any, runtime: str = "",
+                  batch_size: int = 64) -> tuple[str, list[np.ndarray]]:
+    """Pushes `artifact` and runs the test split through Infer in batches.
+
+    Returns:
+        The model's sha256 on the device, and each output over the whole split (batch first).
+
+    Raises:
+        AgentError: the agent failed or returned outputs for the wrong number of samples.
+    """
+    sha = client.push(artifact)
+    x = data.test_x.numpy().astype(np.float32)
+    batches: list[list[np.ndarray]] = []
+    for start in range(0, len(x), batch_size):
+        outs = client.infer(sha, [x[start : start + batch_size]], runtime=runtime)
+        batches.append([np.asarray(o, dtype=np.float32) for o in outs])
+    device_outs = [np.concatenate(parts) for parts in zip(*batches, strict=True)]
+    if not device_outs or len(device_outs[0]) != len(x):
+        got = len(device_outs[0]) if device_outs else 0
+        raise AgentError(f"{artifact}: device returned {got} outputs for {len(x)}")
+    return sha, device_outs
+
+
+def as_metric_outputs(outs: list[np.ndarray]) -> Any:
     """One output as an array, several as a tuple (what a metric receives)."""
     return outs[0] if len(outs) == 1 else tuple(outs)
 

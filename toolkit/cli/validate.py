@@ -17,6 +17,25 @@ from toolkit.cli.fleet import (
     select_fleet,
     select_tag_option,
 )
+from toolkit.cli.metric import metric_options
+
+
+def metric_bounds(min_metrics: tuple[str, ...], max_metrics: tuple[str, ...],
+                  metric: Optional[str], direction: Optional[str]) -> tuple:
+    """The metric options as `MetricBound`s (a usage error, exit 2, when malformed)."""
+    from toolkit.errors import ConfigError
+    from toolkit.validate.metrics import MAX, MIN, REPORT, MetricBound, parse_bound
+
+    try:
+        bounds = [parse_bound(t, MIN) for t in min_metrics]
+        bounds += [parse_bound(t, MAX) for t in max_metrics]
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if metric and not any(b.spec == metric for b in bounds):
+        bounds.append(MetricBound(metric, REPORT))
+    if direction and not bounds:
+        raise click.UsageError("--metric-direction needs --metric, --min-metric or --max-metric")
+    return tuple(bounds)
 
 
 def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
@@ -38,7 +57,16 @@ def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
               help="Reference .npz with 'inputs' and 'outputs' arrays (batch first).")
 @click.option("--data", help="Dataset for on-device accuracy (e.g. digits, file.npz).")
 @click.option("--min-accuracy", type=float,
-              help="Accuracy floor in percent (default: reference model's accuracy - 1 pp).")
+              help="Top-1 accuracy floor in percent (default: reference model's accuracy - 1 "
+                   "pp, unless a metric option is given).")
+@click.option("--min-metric", "min_metrics", multiple=True, metavar="NAME=VALUE",
+              help="Fail a device whose outputs score below VALUE on a higher-is-better metric "
+                   "(top1, top5, f1, psnr, miou, map50, map50_95, or a user's "
+                   "module:function), e.g. psnr=30. Repeatable; needs --data.")
+@click.option("--max-metric", "max_metrics", multiple=True, metavar="NAME=VALUE",
+              help="Fail a device whose outputs score above VALUE on a lower-is-better metric "
+                   "(mse, perplexity, or a user's), e.g. perplexity=4.5. Repeatable.")
+@metric_options
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]),
               default="auto", show_default=True, help="Parity tolerance class.")
 @click.option("--runs", type=int, default=0, help="Timed runs, at least (0: agent default 20).")
@@ -62,12 +90,18 @@ def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
 def validate(artifact: Path, fleet: Optional[str], devices: tuple[str, ...],
              select_tags: tuple[str, ...], reference_model: Optional[str],
              reference_npz: Optional[Path],
-             data: Optional[str], min_accuracy: Optional[float], precision: str, runs: int,
+             data: Optional[str], min_accuracy: Optional[float], min_metrics: tuple[str, ...],
+             max_metrics: tuple[str, ...], metric: Optional[str],
+             metric_direction: Optional[str], precision: str, runs: int,
              min_seconds: float, baseline: Optional[Path], max_regression: float,
              baseline_rounds: int, max_parallel: int, device_timeout: float,
              junit_path: Optional[Path],
              json_path: Optional[Path], html_path: Optional[Path], no_store: bool) -> None:
-    """Validate ARTIFACT on every device of a fleet: budgets, parity, accuracy."""
+    """Validate ARTIFACT on every device of a fleet: budgets, parity, accuracy, metrics.
+
+    A metric option adds the check metric.NAME on every device, scored on the device's own
+    outputs over the --data test split; --metric NAME alone reports it without a bound.
+    """
     from toolkit.cli.progress import FleetProgress
     from toolkit.measurement import BenchmarkOptions
     from toolkit.validate import (
@@ -81,12 +115,14 @@ def validate(artifact: Path, fleet: Optional[str], devices: tuple[str, ...],
     from toolkit.validate.report import summary_line
 
     chosen = select_fleet(fleet, devices, select_tags)
+    bounds = metric_bounds(min_metrics, max_metrics, metric, metric_direction)
     config = GateConfig(
         reference_model=reference_model, reference_outputs=reference_npz, data=data,
         min_accuracy_pct=min_accuracy, precision=precision, max_workers=max_parallel,
         device_timeout_s=device_timeout,
         options=BenchmarkOptions(min_runs=runs, min_seconds=min_seconds), store=not no_store,
         baseline=baseline, max_regression_pct=max_regression, baseline_rounds=baseline_rounds,
+        metrics=bounds, metric_direction=metric_direction,
     )
     click.echo(f"validating {artifact} on {len(chosen.devices)} devices of fleet {chosen.name}",
                err=True)

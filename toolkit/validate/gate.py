@@ -22,8 +22,9 @@ from toolkit.devices.profile import DeviceProfile
 from toolkit.errors import ConfigError, ModelFileError
 from toolkit.measurement import BenchmarkOptions, Measurement
 from toolkit.stats.ab import MIN_ROUNDS
-from toolkit.validate import regression, steps
+from toolkit.validate import metrics, regression, steps
 from toolkit.validate.checks import Outcome, budget_outcome, not_run
+from toolkit.validate.metrics import MetricBound
 from toolkit.validate.parity import PRECISIONS
 from toolkit.validate.prepare import Prepared, prepare
 from toolkit.validate.result import CheckResult, DeviceReport, GateReport
@@ -53,6 +54,11 @@ class GateConfig:
             by more than this, with confidence (95% interval of the p50 ratio above
             1 + this/100). Default 5.
         baseline_rounds: Interleaved rounds of baseline and candidate per device (default 6).
+        metrics: Metric checks (`validate.metrics.MetricBound`: `--min-metric NAME=VALUE`,
+            `--max-metric NAME=VALUE`, `--metric NAME`), each `metric.<name>` on every device
+            over `data`'s test split; they need `data`.
+        metric_direction: `higher` / `lower` for a user's `module:function` metric (default:
+            implied by --min-metric / --max-metric).
     """
 
     reference_model: Optional[str] = None
@@ -68,6 +74,8 @@ class GateConfig:
     baseline: Optional[Path] = None
     max_regression_pct: float = 5.0
     baseline_rounds: int = 6
+    metrics: tuple[MetricBound, ...] = ()
+    metric_direction: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not (0 <= self.max_regression_pct < 1000):  # NaN fails too
@@ -81,9 +89,14 @@ class GateConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"validate: precision: expected one of {PRECISIONS}, "
                               f"got {self.precision!r}")
-        if self.data and self.min_accuracy_pct is None and not self.reference_model:
-            raise ConfigError("validate: --data needs --min-accuracy or --reference-model "
-                              "(the accuracy floor comes from one of them)")
+        if self.metrics and not self.data:
+            raise ConfigError(f"validate: {self.metrics[0].option} {self.metrics[0].spec} "
+                              "needs --data (the samples and targets it is measured on)")
+        if (self.data and self.min_accuracy_pct is None and not self.reference_model
+                and not self.metrics):
+            raise ConfigError("validate: --data needs --min-accuracy, --min-metric, "
+                              "--max-metric, --metric or --reference-model (the accuracy "
+                              "floor comes from --min-accuracy or the reference model)")
 
 
 class _DeviceRun:
@@ -118,7 +131,9 @@ def plan_checks(profile: DeviceProfile, prep: Prepared) -> list[str]:
     """The checks every device reports, in order."""
     plan = ["connect", "push", "benchmark"] + [f"budget.{k}" for k, _ in profile.budgets.items()]
     plan += [regression.CHECK] if prep.baseline else []
-    return plan + (["parity"] if prep.reference else []) + (["accuracy"] if prep.dataset else [])
+    plan += ["parity"] if prep.reference else []
+    plan += ["accuracy"] if prep.accuracy_floor_pct is not None else []
+    return plan + [g.check for g in prep.metric_gates]
 
 
 def validate_device(profile: DeviceProfile, prep: Prepared, config: GateConfig) -> DeviceReport:
@@ -139,8 +154,11 @@ def validate_device(profile: DeviceProfile, prep: Prepared, config: GateConfig) 
                     measurement = _benchmark_and_budgets(run, client, profile, prep, config)
                     if prep.reference is not None:
                         run.step("parity", lambda: steps.parity(client, prep))
-                    if prep.dataset is not None:
+                    if prep.accuracy_floor_pct is not None:
                         run.step("accuracy", lambda: steps.accuracy(client, prep))
+                    outputs = steps.DatasetOutputs(client, prep)  # one pass for every metric
+                    for gate in prep.metric_gates:
+                        run.step(gate.check, lambda g=gate: steps.metric(outputs, g))
     except Exception as exc:  # noqa: BLE001 - e.g. closing a tunnel to a vanished device
         run.fail_rest(f"{type(exc).__name__}: {exc}")
     return DeviceReport(profile.name, address, run.checks(), measurement, hostname,
@@ -207,7 +225,7 @@ def run_gate(artifact: Path, fleet: Fleet, config: Optional[GateConfig] = None,
         "reference": prep.reference.source if prep.reference else None,
         "data": config.data, "accuracy_floor_pct": prep.accuracy_floor_pct,
         "accuracy_basis": prep.accuracy_basis or None, "options": asdict(config.options),
-        "run_id": prep.run_id,
+        "run_id": prep.run_id, "metrics": metrics.settings(prep.metric_gates) or None,
         "baseline": ({"path": str(prep.baseline.path), "sha256": prep.baseline.sha256,
                       "max_regression_pct": config.max_regression_pct,
                       "rounds": config.baseline_rounds} if prep.baseline else None),

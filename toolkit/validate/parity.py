@@ -78,7 +78,13 @@ def reference_from_model(spec: str, data: Optional[str] = None,
         from toolkit.data import load_dataset
 
         dataset = load_dataset(data)
-        check_setup(loaded, dataset)  # shapes and labels, in one line, before any device
+        if dataset.has_labels:
+            check_setup(loaded, dataset)  # shapes and labels, in one line, before any device
+        else:  # targets are values or masks: a metric, not the labels, judges the outputs
+            from toolkit.models.checks import check_sample_shape
+
+            check_setup(loaded)
+            check_sample_shape(loaded.input_shape, dataset, loaded.name)
         inputs = dataset.test_x[:n].numpy().astype(np.float32)
     else:
         check_setup(loaded)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from toolkit.transport.model_file import file_sha256, model_format
+from toolkit.validate.metrics import MetricGate, resolve_gates
 from toolkit.validate.parity import (
     Reference,
     artifact_precision,
@@ -34,6 +35,7 @@ class Prepared:
     accuracy_basis: str = ""
     run_id: str = ""
     baseline: Optional[Baseline] = None  # the deployed model (`--baseline`)
+    metric_gates: tuple[MetricGate, ...] = ()  # `--min-metric` / `--max-metric` / `--metric`
 
 
 def prepare(artifact: Path, config: GateConfig) -> Prepared:
@@ -47,6 +49,7 @@ def prepare(artifact: Path, config: GateConfig) -> Prepared:
         reference = reference_from_npz(Path(config.reference_outputs))
     elif config.reference_model:
         reference = reference_from_model(config.reference_model, config.data)
+    gates = tuple(resolve_gates(config.metrics, config.metric_direction))
     dataset, floor, basis = None, config.min_accuracy_pct, ""
     if config.data:
         from toolkit.data import load_dataset
@@ -54,14 +57,18 @@ def prepare(artifact: Path, config: GateConfig) -> Prepared:
 
         dataset = load_dataset(config.data)
         check_artifact_fits(artifact, dataset)  # before any device: nothing is resized
-        if floor is None:
+        for gate in gates:  # each metric must fit the artifact's outputs and the targets
+            check_artifact_fits(artifact, dataset, gate.metric)
+        if floor is None and gates:
+            basis = ""  # metrics gate this artifact; top-1 only with --min-accuracy
+        elif floor is None:
             ref_acc = _host_accuracy(config.reference_model or "", dataset)
             floor = ref_acc - config.max_accuracy_drop_pct
             basis = f"reference {ref_acc:.2f}% - {config.max_accuracy_drop_pct:g} pp"
         else:
             basis = "--min-accuracy"
     return Prepared(artifact, file_sha256(artifact), artifact.stat().st_size, precision,
-                    reference, dataset, floor, basis, uuid.uuid4().hex[:12], baseline)
+                    reference, dataset, floor, basis, uuid.uuid4().hex[:12], baseline, gates)
 
 
 def _host_accuracy(spec: str, dataset: Any) -> float:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Optional
 
 from toolkit.devices.connect import open_device
 from toolkit.devices.profile import DeviceProfile
 from toolkit.errors import AgentError
 from toolkit.measurement import BenchmarkOptions
 from toolkit.validate.checks import Outcome
+from toolkit.validate.metrics import MetricGate
 from toolkit.validate.parity import compare
 
 
@@ -61,3 +62,34 @@ def accuracy(client: Any, prep: Any) -> Outcome:
     return Outcome(ok, f"accuracy {result.accuracy_pct:.2f}% {'>=' if ok else '<'} floor "
                        f"{floor:.2f}% ({prep.accuracy_basis}) over {result.n} samples",
                    result.accuracy_pct, floor, "%")
+
+
+class DatasetOutputs:
+    """The device's outputs over the data's test split, computed once for all metric checks
+    (a failure is kept and raised again, so each check fails with the same reason)."""
+
+    def __init__(self, client: Any, prep: Any) -> None:
+        self.client, self.prep = client, prep
+        self._outputs: Any = None
+        self._error: Optional[Exception] = None
+
+    def get(self) -> Any:
+        """The outputs as a metric receives them (an array, or a tuple for several)."""
+        if self._error is not None:
+            raise self._error
+        if self._outputs is None:
+            from toolkit.evaluate import as_metric_outputs, infer_dataset
+
+            try:
+                _, outs = infer_dataset(self.prep.artifact, self.prep.dataset, self.client)
+            except Exception as exc:  # noqa: BLE001 - each metric check reports it
+                self._error = exc
+                raise
+            self._outputs = as_metric_outputs(outs)
+        return self._outputs
+
+
+def metric(outputs: DatasetOutputs, gate: MetricGate) -> Outcome:
+    """One metric of the device's outputs against its bound (`--min-metric` / `--max-metric`)."""
+    targets = outputs.prep.dataset.test_y.numpy()
+    return gate.outcome(gate.metric.compute(outputs.get(), targets), len(targets))
