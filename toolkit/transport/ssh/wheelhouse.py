@@ -30,7 +30,9 @@ PROBE_SCRIPT = (
     "'platform': sysconfig.get_platform(), 'libc': platform.libc_ver(), "
     "'android': hasattr(sys, 'getandroidapilevel')}))"
 )
-_SOURCES = ("pyproject.toml", "README.md", "toolkit", "device_agent")
+# What a wheel is built from: setup.py copies profiles/ into it (MANIFEST.in, the sdist).
+_SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "toolkit",
+            "device_agent", "profiles")
 
 
 @dataclass(frozen=True)
