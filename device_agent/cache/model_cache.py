@@ -6,16 +6,20 @@ file while hashing, is refused past the size limit, and is renamed into place on
 the digest matches. When the quota would be exceeded, least recently used models go first,
 but never a pinned one (a model queued or running in a Benchmark, or in use by Infer): when
 the quota cannot be met without one, the push is refused. A push in progress reserves its
-announced size toward the quota from its first chunk. A model's name is display text only:
-control characters are stripped and it never reaches the file system.
+announced size toward the quota from its first chunk. A push the disk has no room for (less
+free space than its size at the start, or the disk filling while it is written) is refused
+with the bytes free and needed, and its partial file is removed at once. A model's name is
+display text only: control characters are stripped and it never reaches the file system.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -50,6 +54,32 @@ class TooLargeError(CacheError):
 class QuotaError(TooLargeError):
     """The quota cannot be met without evicting a model in use; the message names used,
     quota, pinned and reserved bytes."""
+
+
+class DiskFullError(TooLargeError):
+    """The device's disk has no room for the model (the cache's quota may have): the message
+    names the folder and the bytes free and needed."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def size_text(size_bytes: int) -> str:
+    """Bytes for a person: "1.5 MiB (1,572,864 bytes)"."""
+    return f"{size_bytes / 2**20:.1f} MiB ({size_bytes:,} bytes)"
+
+
+def disk_full(folder: Path, sha256: str, size_bytes: int) -> DiskFullError:
+    """The error for a model of `size_bytes` the disk under `folder` has no room for, with the
+    space free now (after any partial file of it was removed)."""
+    try:
+        free = size_text(shutil.disk_usage(folder).free)
+    except OSError:
+        free = "an unknown amount"
+    return DiskFullError(
+        f"no space left on the device's disk for model {sha256[:12]}: {free} free in "
+        f"{folder}, {size_text(size_bytes)} needed; nothing was kept, free space and push again"
+    )
 
 
 class InUseError(CacheError):
@@ -187,7 +217,8 @@ class ModelCache:
 
         Raises:
             CacheError: size not positive; TooLargeError: over the size limit or the quota;
-            QuotaError: the quota cannot be met without evicting models in use.
+            QuotaError: the quota cannot be met without evicting models in use;
+            DiskFullError: the disk has less space free than `size_bytes`.
         """
         check_sha(sha256)
         if size_bytes <= 0:
@@ -201,6 +232,12 @@ class ModelCache:
             raise TooLargeError(
                 f"model is {size_bytes} bytes; the cache quota is {self.quota_bytes} bytes"
             )
+        try:
+            free = shutil.disk_usage(self.tmp_dir).free
+        except OSError:
+            free = size_bytes  # unknown: the writes will tell
+        if free < size_bytes:
+            raise disk_full(self.tmp_dir, sha256, size_bytes)
         with self._lock:
             self._check_room(size_bytes, evict=False)
             push_id = next(self._push_ids)
@@ -288,7 +325,11 @@ class ModelCache:
 
     def _save_index(self) -> None:
         tmp = self._index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([asdict(m) for m in self._index.values()]))
+        try:
+            tmp.write_text(json.dumps([asdict(m) for m in self._index.values()]))
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self._index_path)
 
 
@@ -319,7 +360,8 @@ class PushWriter:
 
     def write(self, chunk: bytes | memoryview) -> None:
         """Appends a chunk, starting the disk's writeback of each EVERY_BYTES written (see
-        `writeback`); BadDigestError past the announced size."""
+        `writeback`); BadDigestError past the announced size; DiskFullError when the disk
+        fills (the partial file is removed before it is raised)."""
         with self._lock:
             if self._out is None:
                 raise CacheError("push already ended")
@@ -330,13 +372,16 @@ class PushWriter:
                 self._head += chunk[: 16 - len(self._head)]
             self._digest.update(chunk)
             view = memoryview(chunk)
-            while view:
-                view = view[self._out.write(view) :]
-            if self._received - self._written_back >= writeback.EVERY_BYTES:
-                writeback.start_writeback(
-                    self._out.fileno(), self._written_back, self._received - self._written_back
-                )
-                self._written_back = self._received
+            try:
+                while view:
+                    view = view[self._out.write(view) :]
+                if self._received - self._written_back >= writeback.EVERY_BYTES:
+                    writeback.start_writeback(
+                        self._out.fileno(), self._written_back, self._received - self._written_back
+                    )
+                    self._written_back = self._received
+            except OSError as exc:
+                raise self._failed(exc) from None
 
     def commit(self) -> CachedModel:
         """Verifies size, digest and format, then moves the model into place (evicting
@@ -345,8 +390,11 @@ class PushWriter:
         with self._lock:
             if self._out is None:
                 raise CacheError("push already ended")
-            os.fsync(self._out.fileno())
-            self._out.close()
+            try:
+                os.fsync(self._out.fileno())
+                self._out.close()
+            except OSError as exc:
+                raise self._failed(exc) from None
             self._out = None
             if self._received != self.size_bytes:
                 raise BadDigestError(
@@ -367,10 +415,32 @@ class PushWriter:
                 now = time.time()
                 entry = CachedModel(self.sha256, self.name, self.size_bytes, fmt, now, now)
                 cache._index[self.sha256] = entry
+                try:
+                    cache._save_index()
+                except OSError as exc:  # not recorded: the model is not kept
+                    del cache._index[self.sha256]
+                    (cache.models_dir / self.sha256).unlink(missing_ok=True)
+                    if exc.errno not in DISK_FULL:
+                        raise
+                    raise disk_full(cache.root, self.sha256, self.size_bytes) from None
                 cache._reserved.pop(self._push_id, None)
-                cache._save_index()
                 self._done = True
             return entry
+
+    def _failed(self, exc: OSError) -> OSError:
+        """After a write to the temporary file failed: closes and removes it (lock held), and
+        returns the error to raise (DiskFullError when the disk is full)."""
+        if self._out is not None:
+            try:
+                self._out.close()
+            except OSError:
+                pass  # the close of a file whose writes failed fails as well; it is removed
+            self._out = None
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+        if exc.errno in DISK_FULL:
+            return disk_full(self._cache.tmp_dir, self.sha256, self.size_bytes)
+        return exc
 
     def abort(self) -> None:
         """Ends the push: removes the temporary file and frees the reservation."""
