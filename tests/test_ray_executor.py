@@ -1,5 +1,7 @@
 """`edgeloop tune --executor ray` on a REAL Ray cluster started by the test (`ray start`: a
-head and a second node, one CPU each, separate temp folders) against two real local agents.
+head and a second node, one CPU each, separate temp folders) against two real local agents;
+and README's tune on the default device (`--device local`, the CLI's long-lived agent with its
+token) with a Ray that the run starts for itself.
 
 The cluster's processes get an EDGELOOP_HOME of their own, so a build found in it was made on
 the cluster and one in the test's home came back as bytes. Teardown kills only the process
@@ -21,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures_netns import self_signed_cert
 from tests.fixtures_postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
+from toolkit.errors import AgentError, AgentUnreachableError
 from toolkit.transport.local import AgentProcess
 
 pytestmark = pytest.mark.slow
@@ -199,6 +203,15 @@ def _rows_per_model_and_device(run_id: str) -> dict[tuple[str, str], int]:
     return rows.groupby(["model_sha256", "device_id"]).size().to_dict()
 
 
+def _rows_per_measurement(run_id: str) -> dict[tuple[str, str, str], int]:
+    """Rows per (artifact, device, benchmark options): a search may measure one artifact with
+    several thread counts, each once."""
+    from toolkit.results.store import ResultsStore
+
+    rows = ResultsStore().query(run_id=run_id)
+    return rows.groupby(["model_sha256", "device_id", "options_json"]).size().to_dict()
+
+
 def test_tune_on_ray_builds_on_the_cluster_and_measures_each_artifact_once_per_device(
     cluster, two_agents, tmp_path
 ):
@@ -347,3 +360,179 @@ def test_a_pareto_study_in_postgresql_keeps_to_its_own_schema(postgres_url):  # 
         assert [t.values for t in loaded.trials] == [[1.0]]
     finally:
         engine.dispose()
+
+
+def _kill_trees_under(folder: Path) -> None:
+    """Kills the processes whose command line names `folder` (a Ray the test's command started
+    there) and everything they started; no other process."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        procs = _cmdlines()
+        roots = {pid for pid, (_, cmd) in procs.items() if str(folder) in cmd}
+        for pid in _tree(roots, procs):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(1.0 if sig == signal.SIGTERM else 0)
+
+
+def _readme_tune(out: Path, device: str, *more: str) -> list[str]:
+    """README's tune command (`edgeloop tune digits-mlp --data digits --device local
+    --budget-ratio latency_p90=0.7 --max-accuracy-drop 1.5 --strategy pareto --trials 12 --out
+    runs`) with `--executor ray`, TRIALS trials and a JSON result."""
+    return [
+        sys.executable, "-m", "toolkit.cli.main", "tune", "digits-mlp", "--data", "digits",
+        "--device", device, "--budget-ratio", "latency_p90=0.7", "--max-accuracy-drop", "1.5",
+        "--strategy", "pareto", "--trials", str(TRIALS), "--out", str(out),
+        "--executor", "ray", "--json", *more,
+    ]  # fmt: skip
+
+
+def _files_holding(folder: Path, secret: bytes) -> list[Path]:
+    found = []
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink() and secret in path.read_bytes():
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
+def test_readme_tune_on_ray_measures_the_local_device_through_its_actor_with_the_agents_token(
+    tmp_path,
+):
+    """No cluster named: Ray starts for the run on this host. `--device local` is the CLI's
+    long-lived agent, whose token lives in a 0600 file only the driver reads; the device actor
+    gets the token from the driver as data, and it is written nowhere else (Ray's folder)."""
+    from toolkit.transport.long_lived import read_state
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="elrl", dir="/tmp"))  # short: Ray's socket paths
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("EDGELOOP_LOCAL_AGENT", "RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env.update(HOME=str(tmp_path / "user"), RAY_TMPDIR=str(ray_tmp))  # Ray's files go there
+    try:
+        done = subprocess.run(_readme_tune(tmp_path / "runs", "local"), env=env,
+                              capture_output=True, text=True, timeout=900)
+        state = read_state()
+        assert done.returncode in (0, 3), done.stderr[-3000:]
+        result = json.loads(done.stdout)
+        assert state is not None, "the run used no long-lived local agent"
+        token_file = Path(state["token_file"])
+        assert token_file.stat().st_mode & 0o077 == 0  # only the driver's user can read it
+        token = token_file.read_text().strip().encode()
+
+        assert result["trials"] == TRIALS
+        counts = _rows_per_measurement(result["run_id"])
+        assert counts and set(counts.values()) == {1}
+        assert {device for _, device, _ in counts} == {state["device_id"]}
+        assert _files_holding(ray_tmp, b"DeviceActor"), "no device actor ran in this Ray"
+        assert not _files_holding(ray_tmp, token)
+        assert token.decode() not in done.stdout + done.stderr
+        assert not _files_holding(tmp_path / "runs", token)
+    finally:
+        _kill_trees_under(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_tune_on_ray_reaches_an_mtls_agent_with_a_token_from_the_drivers_profile(
+    cluster, tmp_path
+):
+    """A profile whose agent wants a client certificate and a token: its files are under the
+    driver's home (`~/...`) and its token in the driver's environment; the cluster's actors
+    have neither, so they measure only with what the driver hands them."""
+    user = tmp_path / "user"
+    (user / "certs").mkdir(parents=True)
+    server_cert, server_key = self_signed_cert(tmp_path, [])
+    client_folder = tmp_path / "client"
+    client_folder.mkdir()
+    client_cert, client_key = self_signed_cert(client_folder, [])
+    shutil.copy(server_cert, user / "certs" / "agent-ca.pem")
+    shutil.copy(client_cert, user / "certs" / "me.pem")
+    shutil.copy(client_key, user / "certs" / "me.key")
+    agent = AgentProcess(
+        tmp_path / "cache",
+        ("--device-id", "ray-mtls", "--tls-cert", str(server_cert), "--tls-key",
+         str(server_key), "--client-ca", str(client_cert)),
+        env={"EDGELOOP_AGENT_TOKEN": "mtls-s3cret"},
+    )  # fmt: skip
+    profile = tmp_path / "lab-board.yaml"
+    profile.write_text(
+        f"name: lab-board\naddress: {agent.address}\n"
+        "tls: {ca_file: ~/certs/agent-ca.pem, cert_file: ~/certs/me.pem, "
+        "key_file: ~/certs/me.key, token_env: LAB_BOARD_TOKEN}\n"
+    )
+    env = {**os.environ, "HOME": str(user), "LAB_BOARD_TOKEN": "mtls-s3cret"}
+    try:
+        done = subprocess.run(
+            _readme_tune(tmp_path / "runs", str(profile), "--ray-address", cluster.address),
+            env=env, capture_output=True, text=True, timeout=900,
+        )
+        assert done.returncode in (0, 3), done.stderr[-3000:]
+        result = json.loads(done.stdout)
+    finally:
+        agent.stop()
+    assert result["trials"] == TRIALS
+    counts = _rows_per_measurement(result["run_id"])
+    assert counts and set(counts.values()) == {1}
+    assert {device for _, device, _ in counts} == {"ray-mtls"}
+    assert "mtls-s3cret" not in done.stdout + done.stderr
+
+
+@pytest.fixture()
+def token_agent(tmp_path):
+    agent = AgentProcess(tmp_path / "cache", ("--device-id", "ray-token"),
+                         env={"EDGELOOP_AGENT_TOKEN": "right-token"})
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
+@pytest.fixture()
+def ray_driver(cluster):
+    import ray
+
+    ray.init(address=cluster.address, namespace="edgeloop", log_to_driver=False,
+             logging_level="ERROR")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def test_an_actor_that_cannot_open_its_device_shows_the_agents_error(ray_driver, token_agent):
+    from toolkit.devices.profile import DeviceProfile
+    from toolkit.transport.credentials import AgentCredentials
+    from toolkit.tune.executors.ray_executor import open_actor
+
+    target = DeviceProfile(name="token-box", address=token_agent.address)
+    with pytest.raises(AgentError, match="missing or wrong agent token") as caught:
+        open_actor(target, AgentCredentials(token="wrong-token"), "ray-token", token_agent.address)
+    assert "Ray actor is gone" not in str(caught.value)
+
+    proxy = open_actor(
+        target, AgentCredentials(token="right-token"), "ray-token", token_agent.address
+    )
+    try:
+        assert proxy.info(refresh=True).device_id == "ray-token"
+    finally:
+        proxy.close()
+
+
+def test_an_actor_whose_process_dies_says_how_it_died(ray_driver, token_agent):
+    from toolkit.devices.profile import DeviceProfile
+    from toolkit.transport.credentials import AgentCredentials
+    from toolkit.tune.executors.ray_executor import open_actor
+
+    target = DeviceProfile(name="token-box", address=token_agent.address)
+    proxy = open_actor(target, AgentCredentials(token="right-token"), "ray-token-2",
+                       token_agent.address)
+    try:
+        pid = ray_driver.get(proxy.actor.__ray_call__.remote(lambda actor: os.getpid()))
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(AgentUnreachableError, match="its Ray actor is gone: ") as caught:
+            proxy.info(refresh=True)
+    finally:
+        proxy.close()
+    assert "worker process has died" in str(caught.value)  # Ray's reason, not only "gone"

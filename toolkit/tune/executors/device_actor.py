@@ -5,7 +5,14 @@ gets the same actor (a named, detached actor in the `edgeloop` namespace), and a
 its calls one after another, so benchmarks from many workers and many runs never overlap on a
 device. The driver talks to it through `RayDeviceClient`, which offers the few client calls
 the tuner makes (benchmark, push, infer, info). Artifacts travel as bytes with their sha256,
-checked on arrival. An actor with nothing to do for `IDLE_EXIT_S` exits (its name is freed).
+checked on arrival. An actor with nothing to do for `IDLE_EXIT_S` exits (its name is freed);
+a driver that holds an actor keeps it (`RayDeviceClient` touches it every `LEASE_S`).
+
+Credentials travel as data: the driver hands the actor the `AgentCredentials` its own client
+presented (the long-lived local agent's token from its 0600 file, a profile's token and TLS
+material), so the actor reads none of the driver's files or environment. An actor that cannot
+open its device keeps the error and raises it from every call, so the driver shows the agent's
+own words (and then ends the actor), not only that the actor is gone.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ import numpy as np
 from toolkit.devices.profile import DeviceProfile
 from toolkit.errors import AgentError, AgentUnreachableError
 from toolkit.measurement import BenchmarkOptions, Measurement
+from toolkit.transport.credentials import AgentCredentials
 
 NAMESPACE = "edgeloop"
 IDLE_EXIT_S = 600.0
+LEASE_S = 60.0  # a driver's touch, so an actor it holds never idle-exits between its calls
 
 
 def actor_name(device_id: str, address: str) -> str:
@@ -36,24 +45,39 @@ def actor_name(device_id: str, address: str) -> str:
 
 
 class DeviceActor:
-    """Lives on a Ray worker; holds one open client (`open_device(profile)`).
+    """Lives on a Ray worker; holds one open client (`open_device(profile, credentials)`).
 
     Args:
         profile: How to reach the device from the actor's node.
+        credentials: What to present to its agent, resolved on the driver; None for a device
+            reached otherwise (an SSH one-shot profile).
     """
 
-    def __init__(self, profile: DeviceProfile) -> None:
+    def __init__(
+        self, profile: DeviceProfile, credentials: Optional[AgentCredentials] = None
+    ) -> None:
         from toolkit.devices.connect import open_device
 
         self._stack = ExitStack()
-        self.client = self._stack.enter_context(open_device(profile))
-        self.facts = self.client.info()
-        self._folder = Path(tempfile.mkdtemp(prefix="edgeloop-actor-"))
         self._busy, self._last = 0, time.monotonic()
+        self.failure: Optional[Exception] = None
+        try:
+            self.client = self._stack.enter_context(open_device(profile, credentials))
+            self.facts = self.client.info()
+        except Exception as exc:  # kept: every call raises it (see `info`)
+            self._stack.close()
+            self.failure = exc
+        self._folder = Path(tempfile.mkdtemp(prefix="edgeloop-actor-"))
         threading.Thread(target=self._exit_when_idle, daemon=True).start()
 
     def info(self) -> Any:
+        """The device's `DeviceInfo`; raises the error that kept the actor from opening it."""
+        self._check()
         return self.facts
+
+    def touch(self) -> None:
+        """A driver's lease: counts as work for the idle exit."""
+        self._last = time.monotonic()
 
     def benchmark(
         self, sha256: str, name: str, blob: bytes, options: BenchmarkOptions
@@ -87,7 +111,12 @@ class DeviceActor:
         return path
 
     def _job(self) -> _Busy:
+        self._check()
         return _Busy(self)
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
     def _exit_when_idle(self) -> None:
         while True:
@@ -121,6 +150,8 @@ class RayDeviceClient:
 
     def __init__(self, actor: Any, name: str, address: str, facts: Any) -> None:
         self.actor, self.name, self.address, self._facts = actor, name, address, facts
+        self._released = threading.Event()
+        threading.Thread(target=self._lease, name=f"actor-lease-{name}", daemon=True).start()
 
     def info(self, refresh: bool = False) -> Any:
         if refresh:
@@ -156,7 +187,12 @@ class RayDeviceClient:
         return self._get(self.actor.infer.remote(str(model), list(inputs), runtime, threads))
 
     def close(self) -> None:
-        return None  # the actor stays for other runs; it exits when idle
+        """Ends this driver's lease; the actor stays for other runs and exits when idle."""
+        self._released.set()
+
+    def _lease(self) -> None:
+        while not self._released.wait(LEASE_S):
+            self.actor.touch.remote()  # fire and forget: a dead actor shows at the next call
 
     def _get(self, ref: Any) -> Any:
         import ray
@@ -167,9 +203,16 @@ class RayDeviceClient:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, Exception):
                 raise cause from None
-            raise AgentError(f"device {self.name}: {str(exc).splitlines()[0]}") from None
+            raise AgentError(f"device {self.name}: {_last_line(exc)}") from None
         except ray.exceptions.RayActorError as exc:
             raise AgentUnreachableError(
-                f"device {self.name} ({self.address}): its Ray actor is gone "
-                f"({str(exc).splitlines()[0][:200]})"
+                f"device {self.name} ({self.address}): its Ray actor is gone: {_last_line(exc)}"
             ) from None
+
+
+def _last_line(exc: Exception) -> str:
+    """The line of a Ray error that says why: the exception line that ends a task's traceback
+    (an actor whose `__init__` raised, e.g. edgeloop missing on its node), or the worker's
+    exit reason after the actor's details (a killed or crashed worker)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:500] if lines else type(exc).__name__

@@ -28,6 +28,7 @@ from typing import Any, Optional
 from toolkit.devices.profile import DeviceProfile
 from toolkit.errors import ConfigError, ExportError
 from toolkit.search.base import Candidate
+from toolkit.transport.credentials import AgentCredentials
 from toolkit.tune.artifacts import intact, read_json
 from toolkit.tune.build import BUILD_FILE, Build, Builder
 from toolkit.tune.executors.device_actor import (
@@ -81,42 +82,21 @@ class RayExecutor:
 
     @contextmanager
     def open_devices(self, specs: Sequence[str]) -> Iterator[list[Device]]:
-        """Opens each device here (to learn its id and keep a local agent or tunnel up) and
-        gets its actor; loopback devices' actors are pinned to this node."""
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+        """Opens each device here (to learn its id, resolve its credentials, and keep a local
+        agent or tunnel up) and gets its actor, ready; loopback devices' actors are pinned to
+        this node."""
         from toolkit.devices.connect import open_device, resolve_profile
 
-        actor_class = ray.remote(DeviceActor)
         with ExitStack() as stack:
             devices = []
             for spec in specs:
                 profile = resolve_profile(spec)
                 client = stack.enter_context(open_device(profile))
                 facts = client.info()
+                target, credentials = actor_target(profile, client)
                 address = getattr(client, "address", "") or profile.name
-                direct = profile.transport == "grpc" and profile.tunnel is None
-                target = (
-                    profile
-                    if direct or profile.transport == "ssh"
-                    else DeviceProfile(name=profile.name, address=address, tls=profile.tls)
-                )
-                options: dict[str, Any] = {
-                    "name": actor_name(facts.device_id, address),
-                    "namespace": NAMESPACE,
-                    "get_if_exists": True,
-                    "lifetime": "detached",
-                    "num_cpus": 0,
-                    "max_restarts": 0,
-                    "max_task_retries": 0,
-                }
-                if not direct or _is_loopback(address):
-                    options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                        ray.get_runtime_context().get_node_id(), soft=False
-                    )
-                actor = actor_class.options(**options).remote(target)
-                proxy = RayDeviceClient(actor, profile.name, address, facts)
+                proxy = open_actor(target, credentials, facts.device_id, address, _pinned(profile))
+                stack.callback(proxy.close)
                 devices.append(Device(profile.name, profile, proxy, facts.device_id))
             check_distinct_ids(devices)
             yield devices
@@ -344,6 +324,70 @@ def _import_user_modules(modules: list[tuple[str, str]]) -> None:
         loaded = importlib.util.module_from_spec(spec)
         sys.modules[name] = loaded
         spec.loader.exec_module(loaded)
+
+
+def actor_target(
+    profile: DeviceProfile, client: Any
+) -> tuple[DeviceProfile, Optional[AgentCredentials]]:
+    """What a device's actor opens, from the driver's open client: the agent the driver
+    reached (its address, an attached `target`) with the credentials the driver's client
+    presented, as data; an SSH one-shot device (no agent to reach) by its profile."""
+    from toolkit.transport.grpc_client import DeviceClient
+    from toolkit.transport.serial_dut import GatewayTargetClient
+
+    agent = client.client if isinstance(client, GatewayTargetClient) else client
+    if not isinstance(agent, DeviceClient):
+        return profile, None
+    reached = DeviceProfile(name=profile.name, address=agent.address, target=profile.target)
+    return reached, agent.credentials
+
+
+def open_actor(
+    target: DeviceProfile,
+    credentials: Optional[AgentCredentials],
+    device_id: str,
+    address: str,
+    pin: bool = False,
+) -> RayDeviceClient:
+    """The device's actor (created, or the one another driver made), once it has opened the
+    device; named by the agent's id and `address`, on this node when `pin` or the device is
+    on loopback.
+
+    Raises:
+        The actor's own error when it cannot open the device (the agent's words: a wrong
+        token, a refused certificate), after ending that actor so its name is free again.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    options: dict[str, Any] = {
+        "name": actor_name(device_id, address),
+        "namespace": NAMESPACE,
+        "get_if_exists": True,
+        "lifetime": "detached",
+        "num_cpus": 0,
+        "max_restarts": 0,
+        "max_task_retries": 0,
+    }
+    if pin or _is_loopback(address):
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False
+        )
+    actor = ray.remote(DeviceActor).options(**options).remote(target, credentials)
+    proxy = RayDeviceClient(actor, target.name, address, None)
+    try:
+        proxy.info(refresh=True)
+    except BaseException:
+        proxy.close()
+        ray.kill(actor, no_restart=True)
+        raise
+    return proxy
+
+
+def _pinned(profile: DeviceProfile) -> bool:
+    """Whether the actor must live on this node: the device is reached through something
+    this process holds open (a local agent, an SSH tunnel, an SSH one-shot session)."""
+    return not (profile.transport == "grpc" and profile.tunnel is None)
 
 
 def _is_loopback(address: str) -> bool:
