@@ -63,12 +63,12 @@ class _SiblingFinder(importlib.abc.MetaPathFinder):
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(f"{self.package}.{fullname}"))
 
 
-def _package_for(folder: Path) -> str:
-    """The package standing for `folder` in this process (made, and registered, once)."""
-    name = _packages.get(str(folder))
-    if name is None or name not in sys.modules:
-        name = name or f"{PREFIX}{len(_packages)}"
-        _packages[str(folder)] = name
+def _package_for(folder: Path, name: Optional[str] = None) -> str:
+    """The package standing for `folder` in this process (made, and registered, once);
+    `name` asks for that name (a worker re-creating the driver's package)."""
+    name = name or _packages.get(str(folder)) or f"{PREFIX}{len(_packages)}"
+    _packages[str(folder)] = name
+    if name not in sys.modules:
         spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
         spec.submodule_search_locations = [str(folder)]
         package = importlib.util.module_from_spec(spec)
@@ -128,3 +128,47 @@ def folder_scope(module: Any) -> Iterator[None]:
         return
     with _scope(Path(folder[0]), package):
         yield
+
+
+def recorded_modules(module: Any) -> list[tuple[str, str]]:
+    """(module name, file relative to its folder) of every user module that defines a class
+    of the torch `module`: what a Ray worker imports (`import_recorded`) before it unpickles
+    the model, from its copy of the folder."""
+    found = {}
+    for cls in {type(m) for m in module.modules()}:
+        name = getattr(cls, "__module__", "") or ""
+        loaded = sys.modules.get(name)
+        package = sys.modules.get(name.partition(".")[0])
+        folder = getattr(package, "__path__", None)
+        if name.startswith(PREFIX) and getattr(loaded, "__file__", None) and folder:
+            found[name] = Path(loaded.__file__).relative_to(folder[0]).as_posix()
+    return sorted(found.items())
+
+
+def import_recorded(modules: list[tuple[str, str]], folder: Path) -> None:
+    """In a worker: imports the driver's user modules (`recorded_modules`) under the same
+    names from `folder`, its copy of the model's folder, with the siblings importable.
+
+    Raises:
+        ModelFileError: a file is not in `folder` (it did not travel with the job).
+    """
+    from toolkit.errors import ModelFileError
+
+    folder = Path(folder).resolve()
+    with _lock:
+        for name, relative in modules:
+            if name in sys.modules:
+                continue
+            path = folder / relative
+            if not path.is_file():
+                raise ModelFileError(f"model file {relative} did not travel with the job "
+                                     f"(not in the worker's working directory {folder})")
+            package = _package_for(folder, name.partition(".")[0])
+            with _scope(folder, package):
+                try:
+                    importlib.import_module(name)
+                except ModuleNotFoundError:  # a file name that is no module name (a.b.py)
+                    spec = importlib.util.spec_from_file_location(name, path)
+                    loaded = importlib.util.module_from_spec(spec)
+                    sys.modules[name] = loaded
+                    spec.loader.exec_module(loaded)

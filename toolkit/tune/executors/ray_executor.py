@@ -289,41 +289,23 @@ def job_runtime_env(model_spec: str) -> dict[str, Any]:
 
 
 def user_modules(module: Any) -> list[tuple[str, str]]:
-    """(module name, file name) of the user's model file when the model's classes live in it.
+    """(module name, file relative to the model's folder) of the user's model files whose
+    classes the model uses (`toolkit.models.folder.recorded_modules`).
 
-    `file.py:function` models are imported under a name only this process has
-    (`edgeloop_user_*`); a worker imports the same file, which travels as the job's working
-    directory, under the same name before it unpickles the model.
+    `file.py:function` models are imported under a package name only this process has
+    (`edgeloop_user_*`); a worker imports the same files, which travel as the job's working
+    directory, under the same names before it unpickles the model.
     """
-    import sys
+    from toolkit.models.folder import recorded_modules
 
-    found = {}
-    for cls in {type(m) for m in module.modules()}:
-        name = getattr(cls, "__module__", "")
-        loaded = sys.modules.get(name)
-        if name.startswith("edgeloop_user_") and getattr(loaded, "__file__", None):
-            found[name] = Path(loaded.__file__).name
-    return sorted(found.items())
+    return recorded_modules(module)
 
 
 def _import_user_modules(modules: list[tuple[str, str]]) -> None:
     """In a worker: imports each user file from the job's working directory (the cwd)."""
-    import importlib.util
-    import sys
+    from toolkit.models.folder import import_recorded
 
-    for name, file_name in modules:
-        if name in sys.modules:
-            continue
-        path = Path.cwd() / file_name
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None or not path.is_file():
-            raise ConfigError(
-                f"model file {file_name} did not travel with the job "
-                f"(not in the worker's working directory {Path.cwd()})"
-            )
-        loaded = importlib.util.module_from_spec(spec)
-        sys.modules[name] = loaded
-        spec.loader.exec_module(loaded)
+    import_recorded(modules, Path.cwd())
 
 
 def actor_target(
