@@ -9,11 +9,14 @@ another with its own EDGELOOP_HOME.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -279,3 +282,86 @@ def _kill(host: subprocess.Popen, helpers: list[psutil.Process]) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(helpers, timeout=10)
+
+
+class CommitCutter:
+    """A TCP proxy in front of the server that, once armed, passes the next COMMIT on to the
+    server and then drops the connection instead of the server's answer: the transaction is
+    committed and the client cannot know it (the fault a restart or failover can cause)."""
+
+    def __init__(self, port: int) -> None:
+        self.server_port = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.cut = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.server_port))
+            dropping = threading.Event()
+            threading.Thread(
+                target=self._up, args=(client, upstream, dropping), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._down, args=(upstream, client, dropping), daemon=True
+            ).start()
+
+    def _up(
+        self, client: socket.socket, upstream: socket.socket, dropping: threading.Event
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if self.armed.is_set() and b"COMMIT" in data:
+                    self.armed.clear()
+                    dropping.set()  # before the server can answer
+                upstream.sendall(data)
+
+    def _down(
+        self, upstream: socket.socket, client: socket.socket, dropping: threading.Event
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if dropping.is_set():  # the COMMIT's answer: the client never gets it
+                    self.cut.set()
+                    for end in (client, upstream):
+                        end.shutdown(socket.SHUT_RDWR)
+                        end.close()
+                    return
+                client.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_write_whose_commit_answer_is_lost_is_stored_once(lab, postgres_server, capfd):  # noqa: F811
+    _cli(
+        "profile",
+        str(lab["artifact"]),
+        "--device",
+        "local",
+        *QUICK,
+        "--tag",
+        "to-copy",
+        home=lab["home"],
+        db=lab["url"],
+    )
+    record = ResultsStore(lab["url"]).query(tag="to-copy").iloc[-1]
+    measurement = ResultsStore(lab["url"]).record(int(record["id"]))
+    cutter = CommitCutter(postgres_server.port)
+    try:
+        url = lab["url"].replace(f":{postgres_server.port}/", f":{cutter.port}/")
+        store = ResultsStore(url)  # reached once: a lost connection is now waited for
+        cutter.armed.set()
+        row_id = store.append(measurement, run_id="lost-commit")
+        assert cutter.cut.is_set(), "the proxy never cut a COMMIT's answer"
+    finally:
+        cutter.close()
+    rows = ResultsStore(lab["url"]).query(run_id="lost-commit")
+    assert list(rows["id"]) == [row_id]  # committed once, and its id returned
+    assert capfd.readouterr().err.count("is unreachable") == 1

@@ -13,10 +13,9 @@ lose nothing.
 A database this process has reached before and then loses (a PostgreSQL restarted for an
 upgrade or a failover) is waited for: `write()` and `read()` retry with backoff for
 `retry_s()` seconds (`EDGELOOP_DB_RETRY_S`, default `DEFAULT_RETRY_S`), saying so in one line
-on stderr, and raise `DatabaseUnreachableError` past that. A write retried after a lost
-connection may have committed already (the answer to COMMIT was lost with the connection):
-writes are upserts, or pass `done` to look for the row first. A database never reached in
-this process (a wrong host or port) fails at once.
+on stderr, and raise `DatabaseUnreachableError` past that. A write whose connection was lost
+during COMMIT is not run twice: the retry asks PostgreSQL whether it committed. A database
+never reached in this process (a wrong host or port) fails at once.
 """
 
 from __future__ import annotations
@@ -29,9 +28,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional, TypeVar, Union
+from typing import Any, Optional, TypeVar, Union
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
@@ -240,7 +239,7 @@ class _Outage:
             _announced.add(id(engine))
         self.where = where
 
-    def wait(self, exc: DBAPIError) -> None:
+    def wait(self, exc: Exception) -> None:
         """Sleeps before the next attempt, or raises DatabaseUnreachableError past the bound."""
         reason = _reason(exc)
         left = self.began + self.bound_s - time.monotonic()
@@ -269,10 +268,9 @@ class _Outage:
             _announced.discard(id(engine))
 
 
-def _reason(exc: DBAPIError) -> str:
+def _reason(exc: Exception) -> str:
     """The driver's message on one line, without SQLAlchemy's background link."""
-    text = " ".join(str(exc.orig or exc).split())
-    return text[:300]
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
 
 
 def _attempts(engine: Engine, attempt: Callable[[bool], T]) -> T:
@@ -284,6 +282,10 @@ def _attempts(engine: Engine, attempt: Callable[[bool], T]) -> T:
     while True:
         try:
             result = attempt(outage is not None)
+        except _StillOpen as exc:
+            outage = outage or _Outage(engine)
+            outage.wait(exc)
+            continue
         except DBAPIError as exc:
             if is_contention(exc):
                 busy += 1
@@ -304,37 +306,48 @@ def _attempts(engine: Engine, attempt: Callable[[bool], T]) -> T:
         return result
 
 
-def write(
-    engine: Engine,
-    work: Callable[[Connection], T],
-    done: Optional[Callable[[Connection], Optional[T]]] = None,
-) -> T:
-    """Runs `work(conn)` in one committed transaction on `engine` and returns its result; a
-    transaction refused for contention is retried (up to `RETRIES` times, jittered backoff),
+TXID_CURRENT = text("SELECT txid_current()")
+TXID_STATUS = text("SELECT txid_status(:xid)")
+
+
+class _StillOpen(Exception):
+    """The transaction of a lost connection is still open on the server: wait, then ask again."""
+
+
+def write(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Runs `work(conn)` in one committed transaction on `engine` and returns its result, once:
+    a transaction refused for contention is retried (up to `RETRIES` times, jittered backoff),
     and one that lost its database for up to `retry_s()` seconds (see the module doc).
 
-    Args:
-        engine: the database.
-        work: the transaction's statements; run again on a retry, so it must be idempotent
-            (an upsert) unless `done` is given.
-        done: for a write that is not idempotent (an INSERT of a new row): run first in a retry
-            after a lost connection, it finds what an earlier attempt committed and returns
-            `work`'s result for it, or None (then `work` runs).
+    A connection lost during COMMIT leaves the outcome unknown to the client. On PostgreSQL
+    each attempt notes its transaction id, and a retry first asks the server for that
+    transaction's fate (`txid_status`, made for this): committed, `work`'s result is returned
+    without running it again; aborted, it runs again; still open, it waits.
 
     Raises:
         ResultsStoreError: still refused after every retry (the message names the database).
         DatabaseUnreachableError: the database stayed away past `retry_s()`.
     """
+    tracked = engine.dialect.name == "postgresql"
+    last: dict[str, Any] = {}  # the attempt that may have committed: its "xid" and "result"
 
     def attempt(after_lost_connection: bool) -> T:
         with engine.connect() as conn:
+            if after_lost_connection and last:
+                fate = conn.execute(TXID_STATUS, {"xid": last["xid"]}).scalar()
+                conn.rollback()
+                if fate == "committed":
+                    return last["result"]
+                if fate == "in progress":  # the server has not seen the old session end yet
+                    raise _StillOpen(f"transaction {last['xid']} of a lost connection is open")
+            last.clear()
             conn = conn.execution_options(sqlite_immediate=True)
             with conn.begin():
-                if after_lost_connection and done is not None:
-                    found = done(conn)
-                    if found is not None:
-                        return found
-                return work(conn)
+                xid = conn.execute(TXID_CURRENT).scalar() if tracked else None
+                result = work(conn)
+                if tracked:
+                    last.update(xid=xid, result=result)
+            return result
 
     return _attempts(engine, attempt)
 

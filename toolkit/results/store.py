@@ -76,18 +76,7 @@ class ResultsStore:
         def insert(conn: Connection) -> int:
             return int(conn.execute(table.insert().values(values)).inserted_primary_key[0])
 
-        def inserted(conn: Connection) -> Optional[int]:
-            """The row an attempt whose COMMIT's answer was lost did write (the record holds
-            the measurement's time and raw samples: no other row has the same)."""
-            c = table.c
-            same = [c.model_sha256 == values["model_sha256"], c.device_id == values["device_id"]]
-            same += [c.run_id.is_(None) if run_id is None else c.run_id == run_id]
-            found = conn.execute(
-                select(c.id).where(*same, c.record_json == values["record_json"]).limit(1)
-            ).scalar()
-            return None if found is None else int(found)
-
-        return write(self.engine, insert, done=inserted)
+        return write(self.engine, insert)
 
     def query(
         self,
