@@ -1,8 +1,13 @@
 """One measurement contract, owned once: the types, the store's columns, option precedence,
 and error kinds as an enum for Benchmark and Infer.
 
-Store and precedence tests need no agent; the Infer tests start a real agent on loopback
-(the `agent` fixture) and give it models it must refuse or cannot load.
+Store and precedence tests need no agent; the options test and the Infer tests use a real
+agent on loopback (the `agent` fixture).
+
+Stand-in: the store tests convert `_result()`, a BenchmarkResult built in the test with every
+part set (power, thermal, TFLM arena, device state) as an agent sends it, with `INFO` for the
+device; no agent on this machine fills every part (no power meter, no microcontroller), and the
+figures must be known to check each column.
 """
 
 from __future__ import annotations
@@ -235,46 +240,42 @@ def test_precedence_is_flag_then_profile_then_default():
                                     "benchmark": {"cooldown_s": -1}}, source="x.yaml")
 
 
-class _RecordingClient:
-    """Stands in for a device: records the options each path sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[BenchmarkOptions] = []
-
-    def benchmark(self, model, options, on_progress=None, name=""):
-        self.sent.append(options)
-        return Measurement.from_proto(_result(), INFO, model_name=name)
-
-
-def test_profile_tune_and_validate_send_the_same_options(tmp_path, monkeypatch):
+def test_profile_tune_and_validate_send_the_same_options(agent, tmp_path):
     """Each command's path goes through resolve_options: the same explicit options on the
-    same profile reach the device as the same options."""
+    same profile reach a real agent as the same options (the client keeps what it sent as
+    `requested_options`), and the agent applies them alike."""
     import toolkit.profiling as profiling
+    from tests.faults.agent_helpers import onnx_model
     from toolkit.tune.measure import Measurer
     from toolkit.validate import gate
 
-    client = _RecordingClient()
-    model = tmp_path / "m.tflite"
-    model.write_bytes(b"\x00\x00\x00\x00TFL3" + bytes(64))
+    profile = DeviceProfile.from_mapping(
+        {"name": "board", "address": agent.address, "threads": 1, "power_sensor": "rapl",
+         "benchmark": {"cooldown_s": 0.1, "cpu_affinity": [0], "min_runs": 50}}
+    )  # fmt: skip
+    explicit = BenchmarkOptions(threads=2, min_runs=10, power_sensor="none", min_seconds=0.05,
+                                warmup_min_seconds=0.01)
+    wanted = BenchmarkOptions(threads=2, min_runs=10, power_sensor="none", min_seconds=0.05,
+                              warmup_min_seconds=0.01, cooldown_s=0.1, cpu_affinity=(0,))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(onnx_model(16))
 
-    @contextlib.contextmanager
-    def fake_open(profile):
-        yield client
+    profiled = profiling.profile_model(model, device=profile, options=explicit, store=False)
 
-    monkeypatch.setattr(profiling, "open_device", fake_open)
-    profiling.profile_model(model, device=PROFILE, options=EXPLICIT, store=False)
-
-    device = SimpleNamespace(profile=PROFILE)
-    measurer = Measurer([device], db=None, store=None, run_id="r",
-                        bench=BenchmarkOptions(min_runs=10, power_sensor="none"))
+    device = SimpleNamespace(profile=profile)
+    measurer = Measurer([device], db=None, store=None, run_id="r", bench=explicit)
     tuned = measurer.options(device, threads=2)  # the candidate's threads are explicit
 
     run = gate._DeviceRun("board", ["benchmark"])
-    prep = SimpleNamespace(sha256="ab" * 32, artifact=model, run_id="r", baseline=None)
-    config = gate.GateConfig(options=EXPLICIT, store=False)
-    gate._benchmark_and_budgets(run, client, PROFILE, prep, config)
+    prep = SimpleNamespace(sha256=agent.push(model), artifact=model, run_id="r", baseline=None)
+    config = gate.GateConfig(options=explicit, store=False)
+    validated = gate._benchmark_and_budgets(run, agent, profile, prep, config)
 
-    assert client.sent[0] == tuned == client.sent[1] == WANTED
+    assert profiled.ok and validated.ok, (profiled.error_message, validated.error_message)
+    sent = [m.provenance.requested_options for m in (profiled, validated)]
+    assert sent[0] == sent[1] == tuned == wanted
+    assert profiled.provenance.options == validated.provenance.options  # as the agent ran them
+    assert profiled.provenance.affinity == validated.provenance.affinity == (0,)
 
 
 # ---------------------------------------------------------------- Infer error kinds

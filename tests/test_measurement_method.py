@@ -3,9 +3,17 @@ one-shot bench starts one process, CPU pinning, the device state, cooldown and s
 temperature, thermal readings around the timed window, peak RSS over the timed loop, and the
 power sensor that follows the accelerator.
 
-Thermal and cpufreq behaviour runs against a sysfs tree the test writes in the kernel's
-layout (`EDGELOOP_SYSFS_ROOT`), so it is checked on machines without thermal zones too; one
-test reads the real sysfs and skips, saying why, where no temperature is readable.
+Stand-ins, each because the real thing cannot be controlled or is absent here:
+- thermal and cpufreq: a sysfs tree the test writes in the kernel's layout
+  (`EDGELOOP_SYSFS_ROOT`) for a real agent to read, so temperatures and governors can be set
+  and changed mid-run on machines without thermal zones or cpufreq; one test reads the real
+  sysfs and skips, saying why, where no temperature is readable;
+- peak RSS: a fake runtime (`_Runtime`, `_Model`) monkeypatched into the harness, run in the
+  test's process: a model that allocates 64 MB at a chosen run, or does nothing 400,000
+  times, isolates the harness's own accounting; a real model (data, never code) cannot
+  allocate on cue, and a real runtime's own memory would hide the 1 MB bound;
+- sensor choice: each sensor's `availability` stubbed on or off, to check `pick_sensor`'s
+  order for hardware combinations this machine lacks (NVML, INA3221, RAPL, a battery).
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
 """Tests of the device agent's power and thermal sensors.
 
 Three kinds:
-- file-format parsing tests: a directory tree with the real sysfs layout is built in tmp_path
-  and `EDGELOOP_SYSFS_ROOT` points at it; the figures in those files are test inputs, and
-  the tests check the parsing and arithmetic, not any device's power;
+- file-format parsing tests (stand-in: sysfs): a directory tree with the real sysfs layout
+  is built in tmp_path and `EDGELOOP_SYSFS_ROOT` points at it, because this machine has no
+  RAPL, INA3221 or battery and the tests need chosen figures (a counter about to wrap, a
+  rail's voltage and current); the figures in those files are test inputs, and the tests
+  check the parsing and arithmetic, not any device's power;
 - plumbing tests of the sampler with the command sensor running a real script;
 - hardware tests that read the real sensors of this machine and skip, with the sensor's
-  own reason, where it is absent.
+  own reason, where it is absent; the `command` sensor reads the external meter that
+  `EDGELOOP_POWER_COMMAND` names, or else a meter script the test writes (so it always runs).
 """
 
 from __future__ import annotations
