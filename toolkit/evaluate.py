@@ -259,7 +259,7 @@ def check_artifact_fits(artifact: Path, data: Dataset,
                 f"artifact {str(artifact)!r} takes inputs of shape {shape_text(shape)} but "
                 f"dataset {data.name!r} holds {shape_text(got)} samples; expected "
                 f"{shape_text(expected)} samples (edgeloop never resizes inputs)")
-    outputs = artifact_outputs(artifact)
+    outputs = artifact_outputs(artifact) if metric is not None else ()
     if metric is not None and outputs:
         targets = tuple(int(d) for d in data.test_y.shape)
         metric.check(quality.Signature(outputs, targets, not data.test_y.is_floating_point()))

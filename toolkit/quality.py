@@ -234,9 +234,13 @@ class Metric:
         """Whether `a` is strictly better than `b`."""
         return a > b if self.direction == HIGHER else a < b
 
+    def value_text(self, value: float) -> str:
+        """`31.2 dB`: the value with the metric's units."""
+        return f"{value:.4g}{' ' + self.units if self.units else ''}"
+
     def describe(self, value: float) -> str:
-        """`psnr 31.2 dB (higher is better)`."""
-        return f"{self.name} {value:.4g}{' ' + self.units if self.units else ''}"
+        """`psnr 31.2 dB`: the metric's name, value and units."""
+        return f"{self.name} {self.value_text(value)}"
 
     def to_json(self) -> dict[str, str]:
         """{name, direction, units}."""

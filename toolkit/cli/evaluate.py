@@ -69,7 +69,7 @@ def evaluate(artifact, data, device, reference_model, runtime, batch_size, metri
     if result.metric is not None:
         m = result.metric
         host = ("" if result.metric_host is None else
-                f", {m.describe(result.metric_host)} on the host ({result.metric_host_basis})")
+                f", {m.value_text(result.metric_host)} on the host ({result.metric_host_basis})")
         click.echo(f"metric     {m.describe(result.metric_device)} on the device{host}; "
                    f"{m.direction} is better; {split}")
     if result.max_abs_diff is not None:
