@@ -479,6 +479,16 @@ def test_tune_on_ray_reaches_an_mtls_agent_with_a_token_from_the_drivers_profile
     assert "mtls-s3cret" not in done.stdout + done.stderr
 
 
+def test_a_serial_dut_on_this_host_is_refused_before_ray_opens_its_port_twice():
+    from toolkit.devices.profile import DeviceProfile, SerialConfig
+    from toolkit.errors import ConfigError
+    from toolkit.tune.executors.ray_executor import actor_target
+
+    dut = DeviceProfile(name="dut-1", transport="serial", serial=SerialConfig("/dev/ttyACM0"))
+    with pytest.raises(ConfigError, match="device dut-1 is a serial DUT on this host"):
+        actor_target(dut, client=None)
+
+
 @pytest.fixture()
 def token_agent(tmp_path):
     agent = AgentProcess(tmp_path / "cache", ("--device-id", "ray-token"),

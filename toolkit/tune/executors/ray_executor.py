@@ -313,9 +313,20 @@ def actor_target(
 ) -> tuple[DeviceProfile, Optional[AgentCredentials]]:
     """What a device's actor opens, from the driver's open client: the agent the driver
     reached (its address, an attached `target`) with the credentials the driver's client
-    presented, as data; an SSH one-shot device (no agent to reach) by its profile."""
+    presented, as data; an SSH one-shot device (no agent to reach) by its profile.
+
+    Raises:
+        ConfigError: a serial DUT on this host (its actor would open the port a second time,
+            beside the driver's open client, and the two would talk over each other).
+    """
     from toolkit.transport.grpc_client import DeviceClient
     from toolkit.transport.serial_dut import GatewayTargetClient
+
+    if profile.transport == "serial":
+        raise ConfigError(
+            f"tune --executor ray: device {profile.name} is a serial DUT on this host; measure "
+            "it with --executor local, or through an agent on its gateway (profile `target`)"
+        )
 
     agent = client.client if isinstance(client, GatewayTargetClient) else client
     if not isinstance(agent, DeviceClient):
