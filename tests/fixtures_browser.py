@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -35,19 +35,34 @@ READY = re.compile(r"edgeloop dashboard on (https?://\S+/)")
 START_TIMEOUT_S = 60.0
 
 
+_SHARED: dict[str, Any] = {}
+"""The one Playwright and browser of the process: every module that imports `chromium` gets
+a session fixture of its own, and Playwright's sync API runs only once per thread."""
+
+
 @pytest.fixture(scope="session")
 def chromium():
-    """A headless chromium (the system's), shared by the session."""
+    """A headless chromium (the system's), shared by the session and by every test module
+    that imports this fixture; closed when the last of them ends."""
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is absent (apt install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("playwright is not installed (pip install playwright)")
-    with sync_playwright() as pw:
+    if not _SHARED:
+        pw = sync_playwright().start()
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        _SHARED.update(playwright=pw, browser=browser, users=0)
+    _SHARED["users"] += 1
+    try:
+        yield _SHARED["browser"]
+    finally:
+        _SHARED["users"] -= 1
+        if not _SHARED["users"]:
+            _SHARED["browser"].close()
+            _SHARED["playwright"].stop()
+            _SHARED.clear()
 
 
 class DashboardProcess:

@@ -408,7 +408,7 @@ def test_token_is_required_when_set_and_a_browser_keeps_it_in_a_cookie(lab, page
         assert page.locator(".gate-run").count() >= 1
 
 
-def test_serving_beyond_loopback_without_a_token_is_refused(lab):
+def test_serving_beyond_loopback_without_tls_and_a_token_is_refused(lab):
     done = edgeloop(
         "dashboard",
         "--host",
@@ -422,4 +422,5 @@ def test_serving_beyond_loopback_without_a_token_is_refused(lab):
         timeout=60,
     )
     assert done.returncode == 2
-    assert "refusing to serve the dashboard on 0.0.0.0 without a token" in done.stderr
+    assert "refusing to serve the dashboard on 0.0.0.0 without TLS" in done.stderr
+    assert "and a token (--token-file FILE)" in done.stderr

@@ -442,7 +442,8 @@ def test_pages_draw_their_charts_with_no_policy_violation(
         console: list[str] = []
         page.on("console", lambda message: console.append(message.text))
         for path, charts in (("measurements", 1), ("history?model=tiny.tflite&by=day", 1)):
-            page.goto(server.url + path)
+            response = page.goto(server.url + path)
+            assert "script-src 'self'" in response.headers["content-security-policy"]
             page.wait_for_selector(".js-plotly-plot", timeout=30_000)
             assert page.locator(".js-plotly-plot").count() == charts, path
         page.goto(server.url + "devices")

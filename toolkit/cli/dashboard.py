@@ -87,6 +87,7 @@ def dashboard(
     from toolkit.dashboard.app import create_app
     from toolkit.dashboard.auth import check_listen, load_dashboard_token
     from toolkit.dashboard.readonly import database_url
+    from toolkit.dashboard.web import served_names
     from toolkit.errors import SetupError
 
     if (tls_cert is None) != (tls_key is None):
@@ -115,18 +116,6 @@ def dashboard(
     except OSError as exc:
         sock.close()
         raise SetupError(f"--host {host} --port {port}: cannot listen ({exc.strerror})") from None
-    sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
-    bound = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(
-        f"edgeloop dashboard on {'https' if tls else 'http'}://{shown}:{bound}/ reading "
-        f"{_shown_url(database_url(db_url))} ({policy})",
-        err=True,
-    )
-    import threading
-
-    if lists_ttl_s > 0:
-        threading.Thread(target=app.state.source.prime, daemon=True, name="dashboard-prime").start()
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -139,6 +128,19 @@ def dashboard(
     except (OSError, ValueError) as exc:
         sock.close()
         raise SetupError(f"--tls-cert {tls_cert} --tls-key {tls_key}: {exc}") from None
+    sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"edgeloop dashboard on {'https' if tls else 'http'}://{shown}:{bound}/ reading "
+        f"{_shown_url(database_url(db_url))} ({policy}; answers Host "
+        f"{', '.join(sorted(served_names(host, server_names)))})",
+        err=True,
+    )
+    import threading
+
+    if lists_ttl_s > 0:
+        threading.Thread(target=app.state.source.prime, daemon=True, name="dashboard-prime").start()
     uvicorn.Server(config).run(sockets=[sock])
 
 
