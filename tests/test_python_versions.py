@@ -101,3 +101,24 @@ def test_the_agent_runs_under_the_python_a_device_ships_and_is_profiled_from_the
     print(f"{python}: Python {info.python_version}, {runtime} {measurement.runtime_version}, "
           f"p50 {measurement.latency.p50_ms:.3f} ms, dependencies "
           f"{'from the lock' if venv.locked else 'unpinned (the lock has no wheels for it)'}")
+
+
+@pytest.mark.parametrize("version", [FLOOR, NEWEST], ids=[_label(FLOOR), _label(NEWEST)])
+def test_the_hosts_code_compiles_and_its_text_enums_work_under_the_python(
+    version, tmp_path_factory, tmp_path
+):
+    """Every module of the wheel compiles under the interpreter, and ErrorKind and Verdict
+    (`enum.StrEnum` is 3.11+; they stand on toolkit.enums) work there. The host's heavy
+    dependencies (torch...) are not in this venv, so this is not the whole host running."""
+    if version is None or version not in FOUND:
+        pytest.skip(f"no {_label(version)} on this machine (pyenv builds, python3.X on PATH)")
+    venv, _, _ = _agent_venv(FOUND[version], _label(version), tmp_path_factory)
+    packages = venv.run("python", "-c", "import toolkit, device_agent, os; print(*(os.path."
+                        "dirname(m.__file__) for m in (toolkit, device_agent)))",
+                        cwd=tmp_path).stdout.split()
+    venv.run("python", "-m", "compileall", "-q", *packages, cwd=tmp_path)
+    out = venv.run("python", "-c", "from toolkit.errors import ErrorKind; "
+                   "from toolkit.stats.ab import Verdict; k = ErrorKind.UNSAFE_MODEL; "
+                   "print(k, f'{Verdict.FASTER}', ErrorKind.from_proto(k.number) is k)",
+                   cwd=tmp_path).stdout.split()
+    assert out == ["UNSAFE_MODEL", "faster", "True"]
