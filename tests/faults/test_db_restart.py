@@ -3,7 +3,8 @@
 Each test starts its own real PostgreSQL 15 (the session's server is shared with other tests
 and is never stopped), runs `edgeloop tune` against it in a subprocess as a user would, and
 stops the server once the run has stored trials: it is started again once the tune says on
-stderr that it is waiting for it (the run then finishes, every trial stored once), or left
+stderr that it is waiting for it (the run then finishes, every trial stored once; with the
+pareto strategy its Optuna study lives in the same database and waits as well), or left
 down past a short `EDGELOOP_DB_RETRY_S` (the run ends in one line naming the database and the
 `--resume` command, which then finishes the run).
 """
@@ -72,18 +73,20 @@ def server() -> Iterator[Server]:
 
 
 class Tune:
-    """`edgeloop tune` (grid over four prune amounts) in a subprocess; its stderr read line by
-    line as it comes."""
+    """`edgeloop tune` over four prune amounts (grid: all of them; pareto: three trials, its
+    Optuna study in the same database) in a subprocess; its stderr read line by line."""
 
-    def __init__(self, url: str, tmp: Path, retry_s: str) -> None:
+    def __init__(self, url: str, tmp: Path, retry_s: str, strategy: str = "grid") -> None:
         space = tmp / "space.yaml"
         space.write_text(yaml.safe_dump({"dimensions": {"prune_amount": GRID},
                                          "finetune_epochs": 0}))
         self.out = tmp / "runs"
         self.env = {**os.environ, "PYTHONPATH": str(REPO), "EDGELOOP_HOME": str(tmp / "home"),
                     "EDGELOOP_DB": url, RETRY_ENV: retry_s, "EDGELOOP_AGENT_IDLE_S": "20"}
-        args = ["tune", "digits-mlp", "--strategy", "grid", "--space", str(space),
+        args = ["tune", "digits-mlp", "--strategy", strategy, "--space", str(space),
                 "--min-seconds", "0.2", "--out", str(self.out)]
+        if strategy == "pareto":
+            args += ["--trials", str(len(GRID) - 1)]
         self.proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli.main", *args],
                                      env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
@@ -157,16 +160,19 @@ def _check_stored_once(url: str, run_id: str, out: Path) -> None:
         numbers = list(conn.execute(select(t.c.number).where(t.c.run_id == run_id)).scalars())
     result = json.loads((out / run_id / "result.json").read_text())
     assert sorted(numbers) == list(range(result["trials"] + 1))  # the base and each trial, once
-    assert result["trials"] == len(GRID) - 1  # prune 0.0 is the base itself
+    assert result["trials"] == len(GRID) - 1  # grid: prune 0.0 is the base; pareto: --trials
     rows = ResultsStore(url).query(run_id=run_id)
     keys = rows.groupby(["model_sha256", "device_id", "options_json"]).size()
     assert (keys == 1).all(), "a measurement was stored twice"
     assert len(rows) == result["measurements"] == len(numbers)
 
 
-def test_a_tune_survives_a_database_restart_and_stores_every_trial_once(server, tmp_path):
+@pytest.mark.parametrize("strategy", ["grid", "pareto"])
+def test_a_tune_survives_a_database_restart_and_stores_every_trial_once(
+    server, tmp_path, strategy
+):
     url = _database(server)
-    tune = Tune(url, tmp_path, retry_s="300")  # generous: the test waits on events, not time
+    tune = Tune(url, tmp_path, "300", strategy)  # generous: the test waits on events, not time
     try:
         run_id = tune.wait_for_trials(get_engine(url), count=2)
         server.stop()

@@ -276,7 +276,8 @@ def _reason(exc: Exception) -> str:
 def _attempts(engine: Engine, attempt: Callable[[bool], T]) -> T:
     """Runs `attempt(after_lost_connection)` until it returns: contention is retried
     `RETRIES` times, a database that went away for `retry_s()` seconds (once it was reached
-    in this process); any other error is raised at once."""
+    in this process); any other error is raised at once. The database's error may be the one
+    raised or its cause (a library that wraps SQLAlchemy's, as Optuna's storage does)."""
     outage: Optional[_Outage] = None
     busy = 0
     while True:
@@ -286,7 +287,10 @@ def _attempts(engine: Engine, attempt: Callable[[bool], T]) -> T:
             outage = outage or _Outage(engine)
             outage.wait(exc)
             continue
-        except DBAPIError as exc:
+        except Exception as raised:  # noqa: BLE001 - only the database's errors are retried
+            exc = _database_error(raised)
+            if exc is None:
+                raise
             if is_contention(exc):
                 busy += 1
                 if busy == RETRIES:
@@ -304,6 +308,27 @@ def _attempts(engine: Engine, attempt: Callable[[bool], T]) -> T:
         if outage is not None or id(engine) in _down_since:
             _Outage.ended(engine)
         return result
+
+
+def _database_error(exc: BaseException) -> Optional[DBAPIError]:
+    """The DBAPIError that `exc` is or was raised from (a few links deep), else None."""
+    for _ in range(4):
+        if isinstance(exc, DBAPIError):
+            return exc
+        if exc.__cause__ is None and exc.__context__ is None:
+            return None
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def retried(engine: Engine, call: Callable[[], T]) -> T:
+    """Runs `call()`, a call into the database through another client (Optuna's storage),
+    retried like `read()` while `engine`'s database is away; `call` must be safe to repeat.
+
+    Raises:
+        DatabaseUnreachableError: the database stayed away past `retry_s()`.
+    """
+    return _attempts(engine, lambda _after_lost_connection: call())
 
 
 TXID_CURRENT = text("SELECT txid_current()")

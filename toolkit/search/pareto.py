@@ -80,7 +80,8 @@ class ParetoSearch(Strategy):
             self._start(history)
         for number, key in list(self._pending.items()):
             if key in by_key:
-                self._tell(self._optuna_trials.pop(number), by_key[key])
+                trial = self._optuna_trials.pop(number)
+                self._outlasting(self._tell, trial, by_key[key])
                 del self._pending[number]
         if self.remaining(history) <= 0:
             return []
@@ -90,15 +91,24 @@ class ParetoSearch(Strategy):
         }
         # Points already run are told again from their stored figures, not run twice.
         for _ in range(max(50, 4 * self.space.size)):
-            trial = self._study.ask(distributions)
+            trial = self._outlasting(self._study.ask, distributions)
             candidate = self.space.candidate(dict(trial.params), note=self.sampler_name)
             if candidate.key in by_key:
-                self._tell(trial, by_key[candidate.key])
+                self._outlasting(self._tell, trial, by_key[candidate.key])
                 continue
             self._pending[trial.number] = candidate.key
             self._optuna_trials[trial.number] = trial
             return [candidate]
         return []
+
+    def _outlasting(self, call: Any, *args: Any) -> Any:
+        """`call(*args)` on the study, waited through a restart of the database that keeps it
+        (see `toolkit.db.engine.retried`)."""
+        if self._storage is None:
+            return call(*args)
+        from toolkit.db.engine import get_engine, retried
+
+        return retried(get_engine(), lambda: call(*args))
 
     def _start(self, history: Sequence[Trial]) -> None:
         import optuna
