@@ -31,8 +31,9 @@ from sqlalchemy import func, select
 
 from tests.fixtures_postgres import USER, PostgresServer, running_postgres, unavailable
 from toolkit.db import schema
-from toolkit.db.engine import RETRY_ENV, get_engine
+from toolkit.db.engine import RETRY_ENV, get_engine, retry_s
 from toolkit.db.upgrade import ensure_current
+from toolkit.errors import ConfigError
 from toolkit.results.store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -216,3 +217,17 @@ def test_a_database_gone_past_the_retry_bound_ends_the_tune_in_one_line_with_res
                              env=tune.env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _check_stored_once(url, run_id, tune.out)
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_retry_bound_that_is_not_seconds_is_refused_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv(RETRY_ENV, value)
+    with pytest.raises(ConfigError, match=rf"\${RETRY_ENV}: expected seconds .* got '{value}'"):
+        retry_s()
+
+
+def test_the_retry_bound_is_sixty_seconds_unless_set(monkeypatch):
+    monkeypatch.delenv(RETRY_ENV, raising=False)
+    assert retry_s() == 60.0
+    monkeypatch.setenv(RETRY_ENV, "0")  # 0: fail at the first lost connection
+    assert retry_s() == 0.0

@@ -150,6 +150,7 @@ def _make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         _sqlite_setup(engine)
         return engine
+    retry_s()  # a malformed $EDGELOOP_DB_RETRY_S fails now, not in the middle of an outage
     try:  # pre-ping: a pooled connection the server closed (a restart) is replaced on checkout
         timeout = (
             {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_S}
@@ -250,6 +251,8 @@ class _Outage:
             ) from None
         if self.announce:
             self.announce = False
+            if sys.stderr.isatty():  # clear a progress line being rewritten in place
+                sys.stderr.write("\r\033[K")
             sys.stderr.write(
                 f"edgeloop: results database {self.where} is unreachable ({reason}); "
                 f"retrying for up to {self.bound_s:g} s\n"
