@@ -127,7 +127,7 @@ def demo(strategy, ratio, out, fresh, as_json, verbose) -> None:
     """Tune the bundled digits-mobilenet on this machine, end to end, in a few minutes.
 
     digits-mobilenet (a MobileNetV3-style CNN on digits upsampled to 32×32, trained on first
-    use; about 0.16 ms per inference, well above the runtime's floor, so the search decides on
+    use; its inference time sits well above the runtime's floor, so the search decides on
     measurable differences). Starts a real device agent on 127.0.0.1, asks for a p90 latency
     of 50% of the base model's (measured at the start) within 1.5 accuracy points, searches
     int8 and structured channel pruning (NetAdapt by default), and writes result.json, the
