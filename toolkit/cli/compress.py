@@ -60,16 +60,20 @@ def parse_shape(text: str) -> Optional[tuple[int, ...]]:
 @click.option("--input-shape", default="", help="Input shape with batch, e.g. 1,1,8,8.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the steps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
+@click.option("--metric", default=None,
+              help="For an exported-file MODEL (.onnx): also score the output against the "
+                   "input file with this metric (see docs/metrics.md).")
 @click.option("--help-recipe", is_flag=True, help="Print every recipe key and parameter.")
 @click.option("--list-groups", is_flag=True,
               help="Print MODEL's structured-pruning groups with their channels (or --json).")
 @verbose_option
 def compress(model, recipe, data, out, formats, input_shape, seed, as_json, help_recipe,
-             verbose, list_groups=False) -> None:
+             verbose, list_groups=False, metric=None) -> None:
     """Compress MODEL with a recipe, export TFLite/ONNX/ExecuTorch, and write a model card.
 
     MODEL is digits-cnn, digits-mlp, digits-mobilenet, path/to/file.py:function,
-    module:function, or a .pt2.
+    module:function, a .pt2, or an exported .onnx file (quantized by ONNX Runtime's own
+    quantizer: int8-static QDQ, int8-dynamic, fp16; the card lists the steps a file cannot run).
     Third-party output goes to OUT/edgeloop.log (-v shows it). Exit code 2 when the model
     does not fit the data (input shape, labels), before any work.
     """
@@ -88,10 +92,18 @@ def compress(model, recipe, data, out, formats, input_shape, seed, as_json, help
     from toolkit.logs import LOG_FILE, routed
 
     shape = parse_shape(input_shape)
+    from toolkit.compress.formats.base import entry_for
+
+    entry = entry_for(model)
+    if entry is None and metric:
+        raise click.UsageError("--metric applies to an exported-file MODEL (.onnx)")
 
     def log(line: str) -> None:
         click.echo(line, err=True)
 
+    if entry is not None:
+        _compress_file(entry, model, recipe, data, out, metric, as_json, verbose, log)
+        return
     with routed(out / LOG_FILE, verbose_asked(verbose)):
         from toolkit.compress.pipeline import compress as run
 
@@ -113,3 +125,27 @@ def compress(model, recipe, data, out, formats, input_shape, seed, as_json, help
     for fmt, art in card.artifacts.items():
         acc = "" if art.host_accuracy_pct is None else f", accuracy {art.host_accuracy_pct:.2f}%"
         click.echo(f"{fmt:<10} {art.path}: {art.size_bytes} B {art.dtype}{acc}")
+
+
+def _compress_file(entry, model, recipe, data, out, metric, as_json, verbose, log) -> None:
+    """An exported file (`toolkit.compress.formats`): its own tools, its own card."""
+    from toolkit.compress.recipe import load_recipe
+    from toolkit.logs import LOG_FILE, routed
+
+    spec = load_recipe(recipe)
+    entry.check_recipe(spec)  # a step the format cannot run: one line, before any work
+    with routed(out / LOG_FILE, verbose_asked(verbose)):
+        result = entry.compress(Path(model), spec, data, out, metric, log)
+    card = result.card
+    if as_json:
+        payload = {"card": card.to_json(), "card_path": str(result.card_path),
+                   "artifacts": {k: str(v) for k, v in result.artifacts.items()}}
+        click.echo(json.dumps(payload, indent=2, default=str))
+        return
+    click.echo(f"model      {card.model} ({card.format}) → {result.card_path.parent}")
+    for fmt, art in card.artifacts.items():
+        click.echo(f"{fmt:<10} {art.path}: {card.parent_size_bytes} B → {art.size_bytes} B "
+                   f"{art.dtype}")
+    click.echo(f"check      {card.check['summary']} (host, onnxruntime)")
+    click.echo(f"unavailable for .{card.format}: {', '.join(card.unavailable_steps)} "
+               "(reasons in card.json)")

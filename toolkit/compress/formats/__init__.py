@@ -1,0 +1,1 @@
+"""Exported model files as `compress` inputs: one module per entry format (see `base.py`)."""
