@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_netns import self_signed_cert
+from tests.fixtures_tls import self_signed_cert
 from toolkit.devices.profile import TlsConfig
 from toolkit.errors import AgentError, ConfigError
 from toolkit.transport.credentials import AgentCredentials

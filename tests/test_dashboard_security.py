@@ -10,7 +10,6 @@ characters that mean something in a URL. The TLS test makes its own self-signed 
 from __future__ import annotations
 
 import csv
-import datetime
 import html
 import http.client
 import io
@@ -27,6 +26,7 @@ import pytest
 
 from tests.ab_models import edgeloop
 from tests.fixtures_browser import chromium, dashboard_server  # noqa: F401 (fixture)
+from tests.fixtures_tls import self_signed_cert
 from toolkit.measurement import BenchmarkOptions
 
 QUICK = BenchmarkOptions(warmup_runs=3, min_runs=20, min_seconds=0.2)
@@ -157,54 +157,12 @@ def _token_file(folder: Path, value: str = "s3cret-lab-token") -> Path:
     return path
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and localhost (and its key), valid for a day."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgeloop dashboard test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 # -- beyond loopback: TLS and a token, or no start -------------------------------------------
 
 
 def test_serving_beyond_loopback_without_tls_and_a_token_is_refused_in_one_line(lab, tmp_path):
     token = _token_file(tmp_path)
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     base = ("dashboard", "--host", "0.0.0.0", "--port", "0", "--db", lab.url)
     for extra, missing in (
         (("--token-file", str(token)), "without TLS (--tls-cert and --tls-key)"),
@@ -222,7 +180,7 @@ def test_a_browser_reads_the_dashboard_over_https_beyond_loopback_with_a_secure_
     chromium,  # noqa: F811 - the fixture imported above
     tmp_path,
 ):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     token = _token_file(tmp_path)
     args = ("--host", "0.0.0.0", "--tls-cert", str(cert), "--tls-key", str(key))
     with dashboard_server(lab.url, env=lab.env, args=(*args, "--token-file", str(token))) as srv:

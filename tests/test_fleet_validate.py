@@ -20,7 +20,8 @@ import pytest
 import torch
 import yaml
 
-from tests.fixtures_netns import NetnsLab, SpawnedAgent, netns_skip_reason, self_signed_cert
+from tests.fixtures_netns import NetnsLab, SpawnedAgent, netns_skip_reason
+from tests.fixtures_tls import self_signed_cert
 from tests.model_files import INPUT_SHAPE, build_tflite, tiny_cnn
 from toolkit.devices.fleet import Fleet, load_fleet
 from toolkit.devices.health import check_fleet

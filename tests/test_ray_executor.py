@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_netns import self_signed_cert
 from tests.fixtures_postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
+from tests.fixtures_tls import self_signed_cert
 from toolkit.errors import AgentError, AgentUnreachableError
 from toolkit.transport.local import AgentProcess
 

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from tests.fixtures_netns import NetnsLab, SpawnedAgent, netns_skip_reason, self_signed_cert
+from tests.fixtures_netns import NetnsLab, SpawnedAgent, netns_skip_reason
+from tests.fixtures_tls import self_signed_cert
 from toolkit.devices.profile import TlsConfig
 from toolkit.errors import AgentLostError
 from toolkit.measurement import BenchmarkOptions
