@@ -78,13 +78,17 @@ def test_a_database_at_the_previous_revision_is_upgraded_and_keeps_its_rows(db_u
     def indexes() -> set[str]:
         return {i["name"] for i in inspect(engine).get_indexes("measurements")}
 
-    assert "catalog" not in indexes()  # what v4 adds
+    def columns() -> set[str]:
+        return {c["name"] for c in inspect(engine).get_columns("measurements")}
+
+    assert "real_inputs" not in columns()  # what v5 adds
 
     store = ResultsStore(db_url)  # first use upgrades
     assert current_revision(engine) == CURRENT
     rows = store.query(run_id="old-run")
     assert len(rows) == 1 and rows.iloc[0]["p50_ms"] == 2.5 and rows.iloc[0]["tag"] is None
     assert {"catalog", "by_tag"} <= indexes()
+    assert {"real_inputs", "inputs_sha256"} <= columns()
     assert {"trials", "artifacts", "gate_results"} <= set(inspect(engine).get_table_names())
 
 

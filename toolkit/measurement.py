@@ -69,6 +69,8 @@ class BenchmarkOptions:
         start_temp_timeout_s: give up waiting for `max_start_temp_c` after this long.
         cpu_affinity: pin the benchmark child to these CPU numbers (empty: no pinning).
         per_op: also profile per operator after the timed window (`Measurement.ops`).
+        inputs_sha256: sha256 of a pushed `.npz` of real input samples the timed loop cycles
+            through (`profile --inputs`); empty: random inputs.
 
     Raises:
         ConfigError: on construction, when a value is non-finite, negative or out of range;
@@ -95,6 +97,7 @@ class BenchmarkOptions:
     start_temp_timeout_s: float = 0.0
     cpu_affinity: tuple[int, ...] = ()
     per_op: bool = False
+    inputs_sha256: str = ""
 
     def __post_init__(self) -> None:
         for f in fields(self):  # 2 from YAML is 2.0: one key, one proto value
@@ -202,6 +205,8 @@ class Provenance:
     governor: str = ""
     cpu_freq_mhz: Optional[float] = None  # when the timed window began
     affinity: tuple[int, ...] = ()  # CPUs the benchmark child could run on
+    real_inputs: bool = False  # the timed loop cycled through real samples (profile --inputs)
+    inputs_sha256: str = ""  # sha256 of the samples file (.npz), when real_inputs
 
     @classmethod
     def from_proto(
@@ -238,6 +243,8 @@ class Provenance:
             governor=state.governor,
             cpu_freq_mhz=_optional(state, "cpu_freq_mhz"),
             affinity=tuple(state.affinity),
+            real_inputs=bool(result.options.inputs_sha256),
+            inputs_sha256=result.options.inputs_sha256,
         )
 
 

@@ -25,6 +25,7 @@ def profile_model(
     store: Union[bool, ResultsStore] = True,
     on_progress: Optional[Callable[[pb.Progress], None]] = None,
     run_id: Optional[str] = None,
+    inputs: Union[str, Path, None] = None,
 ) -> Measurement:
     """Measures a .tflite/.onnx/.pt2 file on a device and appends the result to the store.
 
@@ -36,6 +37,8 @@ def profile_model(
         store: True for the default store, a ResultsStore, or False to keep nothing.
         on_progress: receives progress events while the device measures.
         run_id: groups rows in the store (e.g. one tuning run).
+        inputs: an `.npz` of real input samples, pushed like a model; the timed loop cycles
+            through them (`device_agent.measure.real_inputs`) and the row records its sha256.
 
     Returns:
         The measurement; `ok` False when the device reported a failure (also stored).
@@ -46,6 +49,10 @@ def profile_model(
     options = resolve_options(options, profile)
     opening = _open_default_store() if store is True else None
     with open_device(profile) as client:
+        if inputs is not None:
+            from dataclasses import replace
+
+            options = replace(options, inputs_sha256=client.push(Path(inputs)))
         measurement = client.benchmark(path, options, on_progress=on_progress, name=path.name)
     target = opening.result() if opening is not None else store
     if target:

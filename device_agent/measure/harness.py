@@ -95,7 +95,13 @@ def run_benchmark(
     result.inputs.extend(tensor_spec(i) for i in model.inputs)
     result.accelerator = getattr(model, "accelerator", options.accelerator or "cpu")
 
-    inputs = benchmark_inputs(model.inputs)
+    batches = None
+    if options.inputs_sha256:  # real samples: pushed beside the model, content-addressed
+        from device_agent.measure.real_inputs import load_samples
+
+        batches = load_samples(os.path.join(os.path.dirname(model_path), options.inputs_sha256),
+                               model.inputs)
+    inputs = batches[0] if batches else benchmark_inputs(model.inputs)
     model.set_inputs(inputs)
     t0 = time.perf_counter()
     model.run()
@@ -103,7 +109,8 @@ def run_benchmark(
     model.get_outputs()
     result.outputs.extend(tensor_spec(o) for o in model.outputs)
 
-    _loop(model, samples, options.warmup_runs, options.warmup_min_seconds, 0, clock, "warmup")
+    _loop(model, samples, options.warmup_runs, options.warmup_min_seconds, 0, clock, "warmup",
+          batches)
     samples.clear()
     if not options.power_sensor.strip():
         sensor = pick_sensor("", accelerator=result.accelerator)
@@ -128,7 +135,8 @@ def run_benchmark(
             result.warnings.append(f"power not measured: sensor {sensor.name}: {exc}")
             sampler = None
     window_start = time.perf_counter()
-    _loop(model, samples, options.min_runs, options.min_seconds, options.max_runs, clock, "timed")
+    _loop(model, samples, options.min_runs, options.min_seconds, options.max_runs, clock, "timed",
+          batches)
     result.timed_window_s = time.perf_counter() - window_start
     after = thermal.read_thermal()
     peak_mb = memory.peak_rss_mb()  # covers load, warm-up and the timed loop
@@ -202,15 +210,22 @@ def _loop(
     max_runs: int,
     clock: _Clock,
     phase: str,
+    batches: list | None = None,
 ) -> int:
     """Runs until both `min_runs` and `min_seconds` are reached (or `max_runs`), writing one
-    latency (ms) per run into `samples` without allocating; returns the runs done."""
+    latency (ms) per run into `samples` without allocating; returns the runs done.
+
+    With `batches` (real inputs), run k stages batch k mod len(batches) first, outside the
+    timed span: only `model.run()` is timed, as with random inputs."""
     block, capacity = samples.block, samples.capacity
     i = samples.n
     n = 0
     begin = time.perf_counter()
     perf = time.perf_counter_ns
+    cycle = len(batches) if batches else 0
     while True:
+        if cycle:
+            model.set_inputs(batches[n % cycle])
         t0 = perf()
         model.run()
         block[i] = (perf() - t0) / 1e6

@@ -90,7 +90,14 @@ def validate(options: pb.BenchmarkOptions) -> str:
             f"options.cpu_affinity: expected at most {MAX_CPUS} CPU numbers in "
             f"[0, {MAX_CPUS - 1}], got {list(options.cpu_affinity)[:8]}"
         )
+    if options.inputs_sha256 and not _is_sha256(options.inputs_sha256):
+        return (f"options.inputs_sha256: expected 64 lowercase hex digits (a pushed .npz), "
+                f"got {options.inputs_sha256[:80]!r}")
     return ""
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def _text(x: float) -> str:

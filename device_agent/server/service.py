@@ -286,6 +286,18 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
                         )
                     )
                     return
+                samples = options.inputs_sha256
+                if samples and self.cache.pin(samples) is None:  # pinned like the model
+                    self.cache.unpin(sha)
+                    yield pb.BenchmarkEvent(
+                        result=pb.BenchmarkResult(
+                            sha256=sha,
+                            error_kind=pb.ERROR_KIND_UNKNOWN_MODEL,
+                            error_message=f"inputs file {samples[:12]} is not in this agent's "
+                            "cache; push it first",
+                        )
+                    )
+                    return
                 job = Job(job_id, sha, str(self.cache.models_dir / sha), entry.format, options)
                 self.jobs.add(job)
                 self.bench_queue.submit(job)
@@ -323,6 +335,8 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
         """On the loop, when a job leaves the queue for good: releases its pin."""
         self.cache.unpin(job.sha256)
         self.cache.touch(job.sha256)
+        if job.options.inputs_sha256:
+            self.cache.unpin(job.options.inputs_sha256)
         if job.result is None and job.state == "done":  # withdrawn before it ran
             job.result = pb.BenchmarkResult(
                 sha256=job.sha256,

@@ -68,6 +68,8 @@ def measurement_table(m: Measurement) -> list[tuple[str, str]]:
     state = _device_state(m)
     if state:
         rows.append(("state", state))
+    if getattr(m, "real_inputs", False):
+        rows.append(("inputs", f"real samples, sha256:{m.inputs_sha256[:12]}"))
     for warning in m.warnings:
         rows.append(("warning", warning))
     return rows
@@ -92,6 +94,32 @@ def _device_state(m: Measurement) -> str:
     if waited:
         parts.append(f"waited {waited:.1f} s before starting")
     return ", ".join(parts)
+
+
+def check_inputs_file(path: Path) -> None:
+    """`--inputs`: an existing .npz of plain arrays (no pickles), within the agent's size bound;
+    one line naming the file otherwise. Names, shapes and dtypes are checked on the device,
+    against the model's inputs as its runtime loaded them, before the timed loop."""
+    import zipfile
+
+    import numpy as np
+
+    from device_agent.measure.real_inputs import MAX_SAMPLES_BYTES
+    from toolkit.errors import ConfigError
+
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        raise ConfigError(f"--inputs {path}: expected an existing .npz file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+        if total > MAX_SAMPLES_BYTES:
+            raise ConfigError(f"--inputs {path}: {total} bytes of arrays, more than the "
+                              f"{MAX_SAMPLES_BYTES} an agent reads")
+        with np.load(path, allow_pickle=False) as npz:
+            for name in npz.files:
+                npz[name]  # an object array (a pickle) raises here
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"--inputs {path}: not an .npz of plain arrays: {exc}") from None
 
 
 def parse_cpu_list(text: str) -> tuple[int, ...]:
@@ -167,12 +195,18 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
     "--per-op", is_flag=True,
     help="Also profile per operator, after the timed runs (name, type, calls, mean ms, share).",
 )
+@click.option(
+    "--inputs", "inputs_file", type=click.Path(path_type=Path), default=None,
+    help="An .npz of real input samples (arrays named after the model's inputs, samples along "
+    "axis 0): the timed loop cycles through them instead of random inputs; the row records "
+    "the file's sha256.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
 @tag_option
 def profile(
     model, device, target, runtime, threads, runs, warmup, min_seconds, timeout, power_sensor,
     cooldown_s, max_start_temp_c, start_temp_timeout_s, cpu_affinity, repeat, as_json,
-    per_op=False,
+    per_op=False, inputs_file=None,
 ) -> None:
     """Measure MODEL (.tflite, .onnx, .pt2, .pte) on a device and append it to the results
     store."""
@@ -194,6 +228,8 @@ def profile(
         cpu_affinity=parse_cpu_list(cpu_affinity),
         per_op=per_op,
     )
+    if inputs_file is not None:
+        check_inputs_file(inputs_file)
     label = f"{device} {target}" if target else device
     if target:
         from dataclasses import replace
@@ -202,12 +238,13 @@ def profile(
 
         device = replace(resolve_profile(device), target=target)
     if repeat > 1:
-        _repeated(model, device, options, repeat, as_json, label)
+        _repeated(model, device, options, repeat, as_json, label, inputs_file)
         return
     progress = ProgressLine(f"{printable(Path(model).name)} on {printable(label)}",
                             enabled=not as_json)
     try:
-        m = profile_model(model, device=device, options=options, on_progress=progress)
+        m = profile_model(model, device=device, options=options, on_progress=progress,
+                          inputs=inputs_file)
     finally:
         progress.close()
     if as_json:
@@ -227,7 +264,7 @@ def profile(
 
 
 def _repeated(model: Path, device, options: BenchmarkOptions, repeat: int,
-              as_json: bool, label: str = "") -> None:
+              as_json: bool, label: str = "", inputs_file=None) -> None:
     """`--repeat N`: N benchmarks in a row, each stored as it arrives (one run id), then the
     median of their p50s and the spread (`toolkit.stats.Spread`)."""
     import uuid
@@ -243,7 +280,7 @@ def _repeated(model: Path, device, options: BenchmarkOptions, repeat: int,
                                 f"(run {i + 1}/{repeat})", enabled=not as_json)
         try:
             m = profile_model(model, device=device, options=options, on_progress=progress,
-                              run_id=run_id)
+                              run_id=run_id, inputs=inputs_file)
         finally:
             progress.close()
         if not m.ok:

@@ -30,11 +30,12 @@ from sqlalchemy.types import TypeEngine
 
 from toolkit.measurement import COLUMNS
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema this code writes: Alembic revision `f"v{SCHEMA_VERSION}"` (see `revision_id`).
 v2 is the sqlite3-era results store (measurements only); v3 adds `tag`, the trial store keyed by
 run id, lineage and validation gate results; v4 covering indexes for the catalog of what was
-measured and for a model's history, and one by tag. On SQLite it is mirrored into
+measured and for a model's history, and one by tag; v5 `real_inputs` and `inputs_sha256`
+on measurements (profile --inputs). On SQLite it is mirrored into
 `PRAGMA user_version`, which the sqlite3-era code checks, so that code refuses a database it
 cannot write correctly."""
 

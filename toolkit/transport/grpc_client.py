@@ -250,9 +250,12 @@ class DeviceClient:
         return self._call("HasModel", "HasModel", pb.ModelRef(sha256=sha256)).present
 
     def push(self, path: Union[str, Path], name: Optional[str] = None) -> str:
-        """Sends a model file unless the agent already holds its sha256; returns the sha256."""
+        """Sends a model file unless the agent already holds its sha256; returns the sha256.
+
+        An `.npz` of input samples (`profile --inputs`) travels the same way, its format left
+        to the agent; it is read there as data only (`device_agent.measure.real_inputs`)."""
         path = Path(path)
-        fmt = model_format(path)
+        fmt = "" if path.suffix.lower() == ".npz" else model_format(path)
         sha = file_sha256(path)
         if self.has_model(sha):
             return sha
@@ -267,7 +270,7 @@ class DeviceClient:
                     if first:
                         header = pb.ModelChunk(
                             sha256=sha, name=name or path.name, size_bytes=size,
-                            format=FORMAT_TO_PB[fmt],
+                            format=FORMAT_TO_PB.get(fmt, pb.MODEL_FORMAT_UNSPECIFIED),
                         )
                         yield OutgoingChunk(data, header)
                         first = False
