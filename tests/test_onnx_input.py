@@ -108,3 +108,15 @@ def test_an_op_the_quantizer_does_not_know_is_named(tmp_path, isolated_home):
     assert done.returncode != 0
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "node 'frob_1' (com.example.Frobnicate)" in done.stderr
+
+
+def test_fp16_by_onnx_runtimes_converter_halves_the_file_and_agrees(exported, tmp_path,
+                                                                   isolated_home):
+    done = edgeloop("compress", str(exported), "--recipe",
+                    str(recipe(tmp_path, "quantize: {scheme: fp16}\n")),
+                    "--data", "digits", "--out", str(tmp_path / "out"), "--json",
+                    home=isolated_home)
+    card = json.loads(done.stdout)["card"]
+    assert card["artifacts"]["onnx"]["dtype"] == "fp16"
+    assert card["artifacts"]["onnx"]["size_bytes"] < 0.6 * card["parent_size_bytes"]
+    assert card["check"]["parity"]["ok"] and card["check"]["top1_agreement_pct"] >= 99.0

@@ -106,6 +106,7 @@ def test_samples_that_do_not_fit_the_inputs_are_one_line_naming_the_input(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "input 'x': expected float32 (N, 256)" in lines[0] and given in lines[0]
+    assert "(BAD_REQUEST)" in lines[0]  # the request's samples, not a model that failed
 
 
 def test_a_pickled_samples_file_is_refused_before_anything_is_pushed(data_dependent, tmp_path):

@@ -31,11 +31,14 @@ def _event_stream():
 
 def classify(exc: BaseException, phase: str) -> int:
     """Maps a failure to an ErrorKind from its type and the phase it happened in."""
+    from device_agent.measure.real_inputs import SamplesError
     from device_agent.runtimes.base import UnsafeModelError
     from device_agent.runtimes.registry import RuntimeUnavailableError, UnknownRuntimeError
 
     if isinstance(exc, UnsafeModelError):
         return K.ERROR_KIND_UNSAFE_MODEL
+    if isinstance(exc, SamplesError):  # the request's samples do not fit, not the model
+        return K.ERROR_KIND_BAD_REQUEST
     if isinstance(exc, UnknownRuntimeError):
         return K.ERROR_KIND_UNKNOWN_RUNTIME
     if isinstance(exc, RuntimeUnavailableError):
