@@ -243,8 +243,8 @@ class Provenance:
             governor=state.governor,
             cpu_freq_mhz=_optional(state, "cpu_freq_mhz"),
             affinity=tuple(state.affinity),
-            real_inputs=bool(result.options.inputs_sha256),
-            inputs_sha256=result.options.inputs_sha256,
+            real_inputs=result.input_batches > 0,  # what the agent did, not what was asked
+            inputs_sha256=result.options.inputs_sha256 if result.input_batches > 0 else "",
         )
 
 

@@ -101,6 +101,7 @@ def run_benchmark(
 
         batches = load_samples(os.path.join(os.path.dirname(model_path), options.inputs_sha256),
                                model.inputs)
+        result.input_batches = len(batches)
     inputs = batches[0] if batches else benchmark_inputs(model.inputs)
     model.set_inputs(inputs)
     t0 = time.perf_counter()

@@ -122,6 +122,17 @@ def check_inputs_file(path: Path) -> None:
         raise ConfigError(f"--inputs {path}: not an .npz of plain arrays: {exc}") from None
 
 
+def _check_inputs_used(m: Measurement, inputs_file) -> None:
+    """An agent that predates `inputs_sha256` ignores it and runs random inputs: its row says
+    real_inputs false, and the command fails rather than print those figures as the samples'."""
+    from toolkit.errors import AgentError
+
+    if inputs_file is not None and m.ok and not m.real_inputs:
+        raise AgentError(f"device {m.device_id}: agent {m.agent_version or '(unknown version)'} "
+                         f"ran random inputs, not --inputs {inputs_file} (it predates the "
+                         "option; upgrade the agent)")
+
+
 def parse_cpu_list(text: str) -> tuple[int, ...]:
     """`--cpu-affinity`: the agent's CPU-list syntax; a bad list is a usage error naming it."""
     if not text.strip():
@@ -247,6 +258,7 @@ def profile(
                           inputs=inputs_file)
     finally:
         progress.close()
+    _check_inputs_used(m, inputs_file)
     if as_json:
         click.echo(json.dumps(m.to_json(), indent=2))
     else:
@@ -287,6 +299,7 @@ def _repeated(model: Path, device, options: BenchmarkOptions, repeat: int,
             raise AgentError(f"device {m.device_id}: run {i + 1} of {repeat}: benchmark failed "
                              f"({m.error_kind}): {m.error_message} ({len(done)} earlier runs "
                              f"stored, run id {run_id})")
+        _check_inputs_used(m, inputs_file)
         done.append(m)
         if not as_json:
             lat = done[-1].latency
