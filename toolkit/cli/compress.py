@@ -97,6 +97,10 @@ def compress(model, recipe, data, out, formats, input_shape, seed, as_json, help
     entry = entry_for(model)
     if entry is None and metric:
         raise click.UsageError("--metric applies to an exported-file MODEL (.onnx)")
+    asked = click.get_current_context().get_parameter_source("formats")
+    if entry is not None and asked == click.core.ParameterSource.COMMANDLINE and formats != "onnx":
+        raise click.UsageError(f"--export {formats}: a .{entry.name} MODEL is written as "
+                               f".{entry.name} (other formats need the graph in PyTorch)")
 
     def log(line: str) -> None:
         click.echo(line, err=True)
