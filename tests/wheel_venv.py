@@ -20,6 +20,15 @@ from toolkit.paths import REPO_ROOT
 from toolkit.transport.ssh.wheelhouse import build_project_wheel
 
 LOCK = REPO_ROOT / "deploy" / "constraints.txt"
+
+
+def lock_for(python: Path | str) -> Path:
+    """The lock `bash deploy/lock.sh` wrote for this interpreter's Python: the agent's own
+    (`constraints-agent-pyXY.txt`, e.g. 3.10, where the host lock's numpy has no wheel) where
+    there is one, else the host lock."""
+    major, minor, _ = python_version(python)
+    agent_lock = REPO_ROOT / "deploy" / f"constraints-agent-py{major}{minor}.txt"
+    return agent_lock if agent_lock.is_file() else LOCK
 PIP_TIMEOUT_S = 900
 
 
@@ -105,7 +114,8 @@ def make_venv(python: Path | str, root: Path, requirements: list[str],
     if system_site_packages:
         proc = _pip(venv.python, ["--no-deps", "--ignore-installed", *requirements])
     else:
-        proc = _pip(venv.python, ["-c", str(LOCK), *requirements]) if LOCK.is_file() else None
+        lock = lock_for(python)
+        proc = _pip(venv.python, ["-c", str(lock), *requirements]) if lock.is_file() else None
         if proc is not None and proc.returncode == 0:
             return Venv(root, locked=True)
         proc = _pip(venv.python, requirements)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import socket
 import threading
 from dataclasses import dataclass
 from typing import Optional
