@@ -43,7 +43,8 @@ def _limit(host) -> None:
 def push_over_link(path: Path, folder: Path, rounds: int = 3) -> dict:
     """Push MB/s of `path` against a raw TCP copy over the rate-limited link, interleaved
     round by round; the ratio is the median of the rounds'."""
-    from tests.fixtures_netns import NetnsLab, SpawnedAgent, self_signed_cert
+    from tests.fixtures_netns import NetnsLab, SpawnedAgent
+    from tests.fixtures_tls import self_signed_cert
     from toolkit.devices.profile import TlsConfig
     from toolkit.transport.grpc_client import DeviceClient
     from toolkit.transport.model_file import file_sha256
