@@ -537,6 +537,15 @@ SPECS: dict[str, Spec] = {
                "far the push ratio moves between sets: the push's own rate holds while the "
                "raw copy's moves."),
     ),
+    "core.quiet.repeat": Spec(
+        "Measuring core, push and CLI on a quiet machine (bench_core.py --parts)",
+        (Figures(("figures.*",)),
+         Figures(("push.cold_index.*_mb_s", "push.warm_index.*_mb_s"),
+                 "What the ratios are made of:")),
+        about=("The same definitions as the two sections above, run with nothing else on the "
+               "machine. As in both other sets, the push's own rate holds from run to run while "
+               "the raw copy's does not: its first run is the fast one."),
+    ),
     "core.before_after": Spec(
         "Measuring core before and after the zygote (bench_core.py --against)",
         (Figures(("figures.*",)),),
