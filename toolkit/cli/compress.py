@@ -115,9 +115,7 @@ def compress(model, recipe, data, out, formats, input_shape, seed, as_json, help
                      log=log, seed=seed)
     card = result.card
     if as_json:
-        payload = {"card": card.to_json(), "card_path": str(result.card_path),
-                   "artifacts": {k: str(v) for k, v in result.artifacts.items()}}
-        click.echo(json.dumps(payload, indent=2, default=str))
+        _echo_json(result)
         return
     click.echo(f"model      {card.model} → {result.card_path.parent}")
     click.echo(f"accuracy   {card.accuracy_before_pct:.2f}% → {card.accuracy_after_pct:.2f}% "
@@ -131,6 +129,13 @@ def compress(model, recipe, data, out, formats, input_shape, seed, as_json, help
         click.echo(f"{fmt:<10} {art.path}: {art.size_bytes} B {art.dtype}{acc}")
 
 
+def _echo_json(result) -> None:
+    """`--json`: the card, where it was written, and every artifact's path."""
+    payload = {"card": result.card.to_json(), "card_path": str(result.card_path),
+               "artifacts": {k: str(v) for k, v in result.artifacts.items()}}
+    click.echo(json.dumps(payload, indent=2, default=str))
+
+
 def _compress_file(entry, model, recipe, data, out, metric, as_json, verbose, log) -> None:
     """An exported file (`toolkit.compress.formats`): its own tools, its own card."""
     from toolkit.compress.recipe import load_recipe
@@ -142,9 +147,7 @@ def _compress_file(entry, model, recipe, data, out, metric, as_json, verbose, lo
         result = entry.compress(Path(model), spec, data, out, metric, log)
     card = result.card
     if as_json:
-        payload = {"card": card.to_json(), "card_path": str(result.card_path),
-                   "artifacts": {k: str(v) for k, v in result.artifacts.items()}}
-        click.echo(json.dumps(payload, indent=2, default=str))
+        _echo_json(result)
         return
     click.echo(f"model      {card.model} ({card.format}) → {result.card_path.parent}")
     for fmt, art in card.artifacts.items():
