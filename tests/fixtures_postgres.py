@@ -19,7 +19,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +140,29 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """A new, empty database on the session's server: its SQLAlchemy URL."""
     return postgres_server.create_database(f"edgeloop_{secrets.token_hex(4)}")
+
+
+def wait_for_trials(engine, count: int, running: Callable[[], None],
+                    timeout_s: float = 420) -> str:
+    """The run id once the database behind `engine` holds `count` trials of one run.
+
+    `running()` is called between looks and raises (AssertionError) when the process that
+    writes them has ended, so a run that exits early fails at once instead of at the timeout.
+    """
+    from sqlalchemy import func, select
+
+    from toolkit.db import schema
+    from toolkit.db.upgrade import ensure_current
+
+    ensure_current(engine)  # the tables exist whether or not the run has created them yet
+    t = schema.trials
+    query = select(t.c.run_id, func.count()).group_by(t.c.run_id)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running()
+        with engine.connect() as conn:
+            for run_id, stored in conn.execute(query).all():
+                if stored >= count:
+                    return run_id
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} trials stored within {timeout_s:g} s")

@@ -17,18 +17,20 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from tests.fixtures_postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
+from tests.fixtures_postgres import (  # noqa: F401 - fixtures
+    postgres_server,
+    postgres_url,
+    wait_for_trials,
+)
 from toolkit.db import schema
 from toolkit.db.engine import get_engine
-from toolkit.db.upgrade import ensure_current
 from toolkit.results.store import ResultsStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -252,24 +254,17 @@ def _trials(engine, run_id: str) -> dict[int, dict]:
     return {number: json.loads(text) for number, text in rows}
 
 
-def _wait_for_trials(proc: subprocess.Popen, engine, count: int, timeout_s: float = 420) -> str:
+def _wait_for_trials(proc: subprocess.Popen, engine, count: int) -> str:
     """The run id once the database holds `count` trials of one run (fails at once if the
     run exits first)."""
-    ensure_current(engine)  # the tables exist whether or not the run has created them yet
-    t = schema.trials
-    query = select(t.c.run_id, func.count()).group_by(t.c.run_id)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def running() -> None:
         if proc.poll() is not None:
             raise AssertionError(
                 f"tune exited early ({proc.returncode}): {proc.stderr.read()[-2000:]}"
             )
-        with engine.connect() as conn:
-            for run_id, stored in conn.execute(query).all():
-                if stored >= count:
-                    return run_id
-        time.sleep(0.05)
-    raise AssertionError(f"no {count} trials stored within {timeout_s:g} s")
+
+    return wait_for_trials(engine, count, running)
 
 
 def _kill(host: subprocess.Popen, helpers: list[psutil.Process]) -> None:

@@ -3,21 +3,14 @@ ONNX Runtime's quantizer, a real agent runs the result, the card says what a fil
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from tests import ab_models
 
-def edgeloop(*args: str, home, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EDGELOOP_HOME": str(home)}
-    done = subprocess.run([sys.executable, "-m", "toolkit.cli.main", *args],
-                          capture_output=True, text=True, env=env, timeout=600)
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
+edgeloop = functools.partial(ab_models.edgeloop, timeout=600)  # compress of an ONNX file
 
 
 @pytest.fixture(scope="module")

@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests.ab_models import edgeloop
+
 WIDTH = 256
-
-
-def edgeloop(*args: str, home, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EDGELOOP_HOME": str(home)}
-    done = subprocess.run([sys.executable, "-m", "toolkit.cli.main", *args],
-                          capture_output=True, text=True, env=env, timeout=300)
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
 
 
 @pytest.fixture(scope="module")

@@ -277,26 +277,12 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
             if job is None:
                 entry = self.cache.pin(sha)
                 if entry is None:
-                    yield pb.BenchmarkEvent(
-                        result=pb.BenchmarkResult(
-                            sha256=sha,
-                            error_kind=pb.ERROR_KIND_UNKNOWN_MODEL,
-                            error_message=f"model {sha[:12]} is not in this agent's cache; "
-                            "push it first",
-                        )
-                    )
+                    yield _not_held(sha, f"model {sha[:12]}")
                     return
                 samples = options.inputs_sha256
                 if samples and self.cache.pin(samples) is None:  # pinned like the model
                     self.cache.unpin(sha)
-                    yield pb.BenchmarkEvent(
-                        result=pb.BenchmarkResult(
-                            sha256=sha,
-                            error_kind=pb.ERROR_KIND_UNKNOWN_MODEL,
-                            error_message=f"inputs file {samples[:12]} is not in this agent's "
-                            "cache; push it first",
-                        )
-                    )
+                    yield _not_held(sha, f"inputs file {samples[:12]}")
                     return
                 job = Job(job_id, sha, str(self.cache.models_dir / sha), entry.format, options)
                 self.jobs.add(job)
@@ -412,3 +398,14 @@ class DeviceAgentService(rpc.DeviceAgentServicer):
         close_spare_worker()
         for pool in (self._control, self._infer):
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _not_held(sha: str, what: str) -> pb.BenchmarkEvent:
+    """The result of a benchmark whose model or inputs file this agent's cache lacks."""
+    return pb.BenchmarkEvent(
+        result=pb.BenchmarkResult(
+            sha256=sha,
+            error_kind=pb.ERROR_KIND_UNKNOWN_MODEL,
+            error_message=f"{what} is not in this agent's cache; push it first",
+        )
+    )

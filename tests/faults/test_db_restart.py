@@ -27,12 +27,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from tests.fixtures_postgres import USER, PostgresServer, running_postgres, unavailable
+from tests.fixtures_postgres import (
+    USER,
+    PostgresServer,
+    running_postgres,
+    unavailable,
+    wait_for_trials,
+)
 from toolkit.db import schema
 from toolkit.db.engine import RETRY_ENV, get_engine, retry_s
-from toolkit.db.upgrade import ensure_current
 from toolkit.errors import ConfigError
 from toolkit.results.store import ResultsStore
 
@@ -117,21 +122,14 @@ class Tune:
                 return line
         raise AssertionError(f"no line matching {pattern!r}; stderr:\n" + self.stderr()[-3000:])
 
-    def wait_for_trials(self, engine, count: int, timeout_s: float = 420) -> str:
+    def wait_for_trials(self, engine, count: int) -> str:
         """The run id once the database holds `count` of its trials (fails at once if the
         tune ends first)."""
-        ensure_current(engine)
-        t = schema.trials
-        query = select(t.c.run_id, func.count()).group_by(t.c.run_id)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def running() -> None:
             assert self.proc.poll() is None, f"tune ended early:\n{self.stderr()[-3000:]}"
-            with engine.connect() as conn:
-                for run_id, stored in conn.execute(query).all():
-                    if stored >= count:
-                        return run_id
-            time.sleep(0.05)
-        raise AssertionError(f"no {count} trials stored within {timeout_s:g} s")
+
+        return wait_for_trials(engine, count, running)
 
     def finish(self, timeout_s: float = 600) -> int:
         code = self.proc.wait(timeout=timeout_s)

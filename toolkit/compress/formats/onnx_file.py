@@ -229,10 +229,9 @@ def _quantize(src: Path, dst: Path, params: Any, dataset: Any, model_input: Mode
     from onnxruntime import quantization as q
 
     if params.scheme == "fp16":
-        import onnx
-        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from toolkit.export.onnx_quant import to_fp16  # the converter the ONNX export uses
 
-        onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
+        to_fp16(src, dst)
         return {"scheme": "fp16", "tool": "onnxruntime.transformers.float16"}
     pre = tmp / "preprocessed.onnx"
     try:
