@@ -191,6 +191,9 @@ def study_storage(db_url: str) -> Any:
             engine.dispose()
         return optuna.storages.RDBStorage(
             url.render_as_string(hide_password=False),
-            engine_kwargs={"connect_args": {"options": f"-c search_path={OPTUNA_SCHEMA}"}})
+            # pre-ping, as edgeloop's own engine: a pooled connection the last database restart
+            # killed is replaced, not found by the study's next call as a second outage
+            engine_kwargs={"pool_pre_ping": True,
+                           "connect_args": {"options": f"-c search_path={OPTUNA_SCHEMA}"}})
     raise ConfigError(f"pareto: an Optuna study cannot live in a {url.get_backend_name()} "
                       "database; use PostgreSQL or SQLite")
